@@ -1,0 +1,121 @@
+"""`fmtrain` command line: Lightning's fit/validate driven by YAML recipes, plus data tools.
+
+    fmtrain fit --config recipes/oct_vjepa_demo.yaml [--trainer.max_steps 100 ...]
+    fmtrain generate-oct --out_dir data/oct --num_participants 64 --scale 0.25
+    fmtrain demo
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+
+from .data.oct_datamodule import default_masks
+
+_DATA_TOOLS = {
+    "generate-oct": "write synthetic retinal OCT volumes as DICOM plus manifest.tsv",
+    "demo": "generate data, pretrain V-JEPA on the CPU, report loss and feature rank",
+}
+
+
+def _num_mask_families(masks: list | None) -> int:
+    return len(masks) if masks is not None else len(default_masks())
+
+
+class FmtrainCLI(LightningCLI):
+    """LightningCLI with the links that keep data and model consistent by construction."""
+
+    def add_arguments_to_parser(self, parser) -> None:  # type: ignore[no-untyped-def]
+        # The token grid is defined once: input size by the data, patch size by the model.
+        parser.link_arguments("data.init_args.input_size", "model.init_args.input_size")
+        parser.link_arguments("model.init_args.patch_size", "data.init_args.patch_size")
+        parser.link_arguments(
+            "data.init_args.masks",
+            "model.init_args.num_mask_families",
+            compute_fn=_num_mask_families,
+        )
+        parser.add_argument(
+            "--global_batch_size",
+            type=int | None,
+            default=None,
+            help="If set, the run refuses to start unless data.batch_size x devices x nodes x "
+            "trainer.accumulate_grad_batches equals it.",
+        )
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.save_last": True,
+                "checkpoint.every_n_train_steps": 500,
+                "checkpoint.save_top_k": -1,
+                "checkpoint.filename": "step{step:07d}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+
+    def before_fit(self) -> None:
+        self._check_global_batch()
+
+    def _check_global_batch(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        wanted = config.get("global_batch_size")
+        if wanted is None:
+            return
+        per_device = self.datamodule.batch_size
+        accumulate = self.trainer.accumulate_grad_batches
+        world = self.trainer.world_size
+        actual = per_device * world * accumulate
+        if actual != wanted:
+            raise SystemExit(
+                f"global_batch_size={wanted} but data.batch_size ({per_device}) x devices x nodes "
+                f"({world}) x trainer.accumulate_grad_batches ({accumulate}) = {actual}. Set "
+                f"trainer.accumulate_grad_batches={max(wanted // (per_device * world), 1)} or change "
+                "data.batch_size so the product matches."
+            )
+
+
+def run_cli(args: Sequence[str] | None = None, *, run: bool = True) -> FmtrainCLI:
+    """Build (and by default run) the training CLI on `args`."""
+    return FmtrainCLI(
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=list(args) if args is not None else None,
+        run=run,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                "init_args": {"save_dir": "runs"},
+            }
+        },
+        parser_kwargs={"description": __doc__},
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `fmtrain` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "generate-oct":
+        from jsonargparse import CLI
+
+        from .data.generate import generate_oct_dataset
+
+        CLI(generate_oct_dataset, args=argv[1:], description=_DATA_TOOLS["generate-oct"])
+        return
+    if argv and argv[0] == "demo":
+        from jsonargparse import CLI
+
+        from .demo import run_demo
+
+        CLI(run_demo, args=argv[1:], description=_DATA_TOOLS["demo"])
+        return
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        for name, text in _DATA_TOOLS.items():
+            print(f"  {name:14s} {text}")
+        print("  fit/validate   train or evaluate a recipe (see `fmtrain fit --help`)\n")
+        if not argv:
+            return
+    run_cli(argv)
