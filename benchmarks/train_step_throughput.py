@@ -36,6 +36,10 @@ def _build(recipe: str, cuda: bool):
     return cli.model, cli.datamodule, str(cli.trainer.precision)
 
 
+def _cpu_name() -> str:
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
 def benchmark(recipe: str, batch_size: int | None, steps: int, warmup: int) -> dict:
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
@@ -46,7 +50,9 @@ def benchmark(recipe: str, batch_size: int | None, steps: int, warmup: int) -> d
     rng = np.random.default_rng(0)
     optimizer = module.configure_optimizers()
     autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if cuda and "bf16" in precision else nullcontext()
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if cuda and "bf16" in precision
+        else nullcontext()
     )
     times = []
     if cuda:
@@ -80,7 +86,7 @@ def benchmark(recipe: str, batch_size: int | None, steps: int, warmup: int) -> d
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     return {
         "recipe": recipe,
-        "device": torch.cuda.get_device_name() if cuda else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "device": torch.cuda.get_device_name() if cuda else _cpu_name(),
         "precision": precision if cuda else "32-true",
         "torch": torch.__version__,
         "batch_size": b,
@@ -106,9 +112,13 @@ def benchmark(recipe: str, batch_size: int | None, steps: int, warmup: int) -> d
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("recipe")
-    parser.add_argument("--batch_size", type=int, default=None, help="default: the recipe's per-device batch")
+    parser.add_argument(
+        "--batch_size", type=int, default=None, help="default: the recipe's per-device batch"
+    )
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")

@@ -39,7 +39,9 @@ def _fit(root, out, *extra):
 
 def _losses(out: Path) -> dict[int, float]:
     with (out / "csv" / "metrics.csv").open() as f:
-        return {int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(f) if r["train/loss"]}
+        return {
+            int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(f) if r["train/loss"]
+        }
 
 
 @pytest.mark.slow
@@ -63,7 +65,10 @@ def test_resume_from_checkpoint_gives_identical_next_step_losses(oct_dataset, tm
 def test_two_process_ddp_on_cpu(oct_dataset, tmp_path):
     cmd = [sys.executable, "-m", "fmtrain", "fit", "--config", str(TINY_RECIPE)]
     cmd += [f"--data.init_args.root={oct_dataset}", f"--trainer.default_root_dir={tmp_path}"]
-    cmd += [f"--checkpoint.dirpath={tmp_path}/ckpt", f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    cmd += [
+        f"--checkpoint.dirpath={tmp_path}/ckpt",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+    ]
     cmd += ["--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.max_steps=3"]
     cmd += ["--global_batch_size=4"]  # 2 per device x 2 processes
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -84,4 +89,6 @@ def test_global_batch_mismatch_is_refused_with_the_fix(oct_dataset, tmp_path):
 
 def test_indivisible_input_size_is_refused_when_the_recipe_is_read(tmp_path):
     with pytest.raises(ValueError, match=r"data\.input_size=\[8, 30, 32\]"):
-        run_cli(["--config", str(TINY_RECIPE), *CPU, "--data.init_args.input_size=[8,30,32]"], run=False)
+        run_cli(
+            ["--config", str(TINY_RECIPE), *CPU, "--data.init_args.input_size=[8,30,32]"], run=False
+        )

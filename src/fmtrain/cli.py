@@ -1,8 +1,8 @@
 """`fmtrain` command line: Lightning's fit/validate driven by YAML recipes, plus data tools.
 
-    fmtrain fit --config recipes/oct_vjepa_demo.yaml [--trainer.max_steps 100 ...]
-    fmtrain generate-oct --out_dir data/oct --num_participants 64 --scale 0.25
-    fmtrain demo
+fmtrain fit --config recipes/oct_vjepa_demo.yaml [--trainer.max_steps 100 ...]
+fmtrain generate-oct --out_dir data/oct --num_participants 64 --scale 0.25
+fmtrain demo
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
@@ -55,6 +56,19 @@ class FmtrainCLI(LightningCLI):
             }
         )
 
+    def before_instantiate_classes(self) -> None:
+        # Default loggers: TensorBoard for people, CSV for scripts, both under the run's root.
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.trainer.get("logger") in (None, True):
+            root = config.trainer.get("default_root_dir") or "runs"
+            config.trainer.logger = [
+                Namespace(
+                    class_path=f"lightning.pytorch.loggers.{kind}",
+                    init_args=Namespace(save_dir=root, name=name),
+                )
+                for kind, name in (("TensorBoardLogger", "tensorboard"), ("CSVLogger", "csv"))
+            ]
+
     def before_fit(self) -> None:
         self._check_global_batch()
 
@@ -67,11 +81,12 @@ class FmtrainCLI(LightningCLI):
         accumulate = self.trainer.accumulate_grad_batches
         world = self.trainer.world_size
         actual = per_device * world * accumulate
+        suggested = max(wanted // (per_device * world), 1)
         if actual != wanted:
             raise SystemExit(
                 f"global_batch_size={wanted} but data.batch_size ({per_device}) x devices x nodes "
                 f"({world}) x trainer.accumulate_grad_batches ({accumulate}) = {actual}. Set "
-                f"trainer.accumulate_grad_batches={max(wanted // (per_device * world), 1)} or change "
+                f"trainer.accumulate_grad_batches={suggested} or change "
                 "data.batch_size so the product matches."
             )
 
@@ -84,18 +99,13 @@ def run_cli(args: Sequence[str] | None = None, *, run: bool = True) -> FmtrainCL
         args=list(args) if args is not None else None,
         run=run,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={
-            "logger": {
-                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                "init_args": {"save_dir": "runs"},
-            }
-        },
         parser_kwargs={"description": __doc__},
     )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `fmtrain` command."""
+    from_shell = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "generate-oct":
         from jsonargparse import CLI
@@ -118,4 +128,4 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("  fit/validate   train or evaluate a recipe (see `fmtrain fit --help`)\n")
         if not argv:
             return
-    run_cli(argv)
+    run_cli(None if from_shell else argv)

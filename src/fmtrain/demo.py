@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import torch
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from .cli import run_cli
 from .data.generate import generate_oct_dataset
@@ -48,13 +49,12 @@ def run_demo(
     out, data = Path(out_dir), Path(out_dir) / "data"
     if not (data / "manifest.tsv").exists():
         print(f"[demo] generating {num_participants} synthetic OCT volumes as DICOM in {data}")
-        generate_oct_dataset(data, num_participants=num_participants, scale=scale, seed=0, workers=2)
+        generate_oct_dataset(
+            data, num_participants=num_participants, scale=scale, seed=0, workers=2
+        )
     run_dir = out / "run"
-    args = [
-        "fit",
-        "--config",
-        recipe,
-        f"--data.init_args.root={data}",
+    args = ["fit", "--config", recipe, f"--data.init_args.root={data}"]
+    args += [
         f"--trainer.default_root_dir={run_dir}",
         f"--checkpoint.dirpath={run_dir / 'checkpoints'}",
     ]
@@ -71,7 +71,9 @@ def run_demo(
         module.encoder_config.size, grid=module.grid, in_chans=module.encoder_config.in_chans
     )
     ranks = rank_against_random_init(module.method.target_encoder, random_encoder, held_out)
-    curve = _loss_curve(run_dir / "csv" / "metrics.csv")
+    csv_logger = next(lg for lg in cli.trainer.loggers if isinstance(lg, CSVLogger))
+    tb_logger = next(lg for lg in cli.trainer.loggers if isinstance(lg, TensorBoardLogger))
+    curve = _loss_curve(Path(csv_logger.log_dir) / "metrics.csv")
     head, tail = curve[: max(len(curve) // 10, 1)], curve[-max(len(curve) // 10, 1) :]
     results = {
         "wall_seconds": round(time.perf_counter() - start, 1),
@@ -82,8 +84,8 @@ def run_demo(
         "loss_end_mean": sum(v for _, v in tail) / len(tail) if curve else None,
         **ranks,
         "collapsed": ranks["rank_ratio"] < 0.25,
-        "checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),
-        "tensorboard": f"tensorboard --logdir {run_dir / 'tensorboard'}",
+        "checkpoint": cli.trainer.checkpoint_callback.last_model_path,
+        "tensorboard": f"tensorboard --logdir {tb_logger.log_dir}",
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print("\n[demo] done in {:.0f} s".format(results["wall_seconds"]))

@@ -58,7 +58,9 @@ def test_restart_at_batch_k_reproduces_batches_exactly_with_workers():
         got = next(resumed)
         assert torch.equal(got.inputs, expected.inputs)
         assert torch.equal(got.sample_ids, expected.sample_ids)
-        for a, b in zip(got.contexts + got.targets, expected.contexts + expected.targets):
+        for a, b in zip(
+            got.contexts + got.targets, expected.contexts + expected.targets, strict=True
+        ):
             assert torch.equal(a, b)
 
 

@@ -36,13 +36,15 @@ def test_target_encoder_gets_no_gradients_and_moves_only_by_ema():
     assert all(p.grad is not None for p in m.encoder.parameters())
     # an optimizer step on the online encoder must not touch the target
     torch.optim.SGD(m.encoder.parameters(), lr=0.1).step()
-    for b, p in zip(before, m.target_encoder.parameters()):
+    for b, p in zip(before, m.target_encoder.parameters(), strict=True):
         assert torch.equal(b, p)
     online = [p.detach().clone() for p in m.encoder.parameters()]
     m.update_target(0.9)
-    for b, o, p in zip(before, online, m.target_encoder.parameters()):
+    for b, o, p in zip(before, online, m.target_encoder.parameters(), strict=True):
         torch.testing.assert_close(p, 0.9 * b + 0.1 * o)
-    assert any(not torch.equal(b, p) for b, p in zip(before, m.target_encoder.parameters()))
+    assert any(
+        not torch.equal(b, p) for b, p in zip(before, m.target_encoder.parameters(), strict=True)
+    )
 
 
 def test_loss_is_l1_to_layer_normed_target_features_at_target_positions():
@@ -88,8 +90,18 @@ def test_schedules_hit_their_endpoints():
 
 def test_effective_rank_of_known_matrices():
     torch.manual_seed(0)
-    rank_one = torch.randn(256, 1) @ torch.randn(1, 32)
+    rank_one = torch.randn(256, 1) @ torch.randn(1, 32) + torch.randn(1, 32)  # any offset
     assert effective_rank(rank_one) == pytest.approx(1.0, abs=1e-3)
-    iso = torch.linalg.qr(torch.randn(256, 32))[0] * math.sqrt(256)  # equal singular values
+    centred = torch.randn(256, 32)
+    centred -= centred.mean(0)
+    iso = torch.linalg.qr(centred)[0] * math.sqrt(256)  # centred, equal singular values
     assert effective_rank(iso) == pytest.approx(32.0, rel=1e-3)
     assert 1.0 < effective_rank(torch.randn(256, 32)) < 32.0
+
+
+def test_effective_rank_ignores_a_shared_mean_direction():
+    torch.manual_seed(0)
+    spread = torch.randn(128, 16)
+    shifted = spread + 50.0 * torch.randn(1, 16)  # a large common offset, same spread
+    assert effective_rank(shifted) == pytest.approx(effective_rank(spread), rel=1e-6)
+    assert effective_rank(shifted, center=False) < 2.0  # the offset swamps the uncentred value

@@ -79,5 +79,5 @@ def test_activation_checkpointing_gives_identical_outputs_and_gradients():
     enc.zero_grad()
     enc.set_grad_checkpointing(True)
     enc(x).square().mean().backward()
-    for g0, p in zip(plain, enc.parameters()):
+    for g0, p in zip(plain, enc.parameters(), strict=True):
         torch.testing.assert_close(p.grad, g0)

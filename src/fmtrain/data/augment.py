@@ -25,7 +25,7 @@ class AugmentConfig:
     noise_std: float = 0.05
 
 
-def augment(volume: torch.Tensor, cfg: AugmentConfig, rng: np.random.Generator) -> torch.Tensor:
+def augment(volume: torch.Tensor, rng: np.random.Generator, cfg: AugmentConfig) -> torch.Tensor:
     """Apply `cfg` to a float volume [C, *spatial] with draws from `rng` (deterministic)."""
     if rng.random() < cfg.flip_last_axis:
         volume = volume.flip(-1)

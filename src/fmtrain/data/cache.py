@@ -98,11 +98,18 @@ def build_volume_cache(
             f"(limit data.max_skip_fraction={max_skip_fraction}). First failures: {shown}"
         )
     if skipped:
-        log.warning("%d of %d volumes skipped; reasons in %s", len(skipped), len(sources), path.with_suffix(".json"))
+        log.warning(
+            "%d of %d volumes skipped; reasons in %s",
+            len(skipped),
+            len(sources),
+            path.with_suffix(".json"),
+        )
     if skipped:  # drop the unused tail rows (written to a second file: `tmp` is mapped)
         compact = tmp.with_name(path.stem + ".compact.npy")
         np.save(compact, np.load(tmp, mmap_mode="r")[: len(kept)])
         os.replace(compact, tmp)
-    path.with_suffix(".json").write_text(json.dumps({"sources": kept, "skipped": skipped}, indent=1))
+    path.with_suffix(".json").write_text(
+        json.dumps({"sources": kept, "skipped": skipped}, indent=1)
+    )
     os.replace(tmp, path)
     return VolumeCache(path)

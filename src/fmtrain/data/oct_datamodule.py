@@ -160,7 +160,9 @@ class OCTDataModule(pl.LightningDataModule):
     def split_sources(self) -> dict[str, list[str]]:
         """Absolute file paths per split, participant-disjoint and deterministic."""
         rows = self._rows()
-        train, val = split_participants([r.participant_id for r in rows], self.val_fraction, self.seed)
+        train, val = split_participants(
+            [r.participant_id for r in rows], self.val_fraction, self.seed
+        )
         return {
             "train": [str(self.root / r.filepath) for r in rows if r.participant_id in train],
             "val": [str(self.root / r.filepath) for r in rows if r.participant_id in val],

@@ -19,8 +19,10 @@ def resample_to_spacing(
     """
     src = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
     shape = array.shape
-    new = tuple(max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, target_spacing))
-    shrunk = tuple(min(n, m) for n, m in zip(shape, new))
+    new = tuple(
+        max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, target_spacing, strict=True)
+    )
+    shrunk = tuple(min(n, m) for n, m in zip(shape, new, strict=True))
     if shrunk != tuple(shape):
         src = F.interpolate(src, size=shrunk, mode="area")
     if shrunk != new:
@@ -32,7 +34,7 @@ def center_crop_or_pad(array: np.ndarray, size: Sequence[int], fill: float = 0.0
     """Centre-crop axes larger than `size` and pad smaller ones with `fill`."""
     out = np.full(tuple(size), fill, dtype=array.dtype)
     src, dst = [], []
-    for n, m in zip(array.shape, size):
+    for n, m in zip(array.shape, size, strict=True):
         if n >= m:
             start = (n - m) // 2
             src.append(slice(start, start + m))

@@ -83,7 +83,9 @@ class PretrainStream(IterableDataset):
             )
             for slot, i in enumerate(ids)
         ]
-        return self.make_batch(samples, ids, np.random.default_rng((self.seed, batch, self.rank, 2)))
+        return self.make_batch(
+            samples, ids, np.random.default_rng((self.seed, batch, self.rank, 2))
+        )
 
     def __iter__(self):
         info = get_worker_info()

@@ -50,7 +50,10 @@ class VJEPA(nn.Module):
         return self
 
     def forward(
-        self, inputs: torch.Tensor, contexts: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]
+        self,
+        inputs: torch.Tensor,
+        contexts: Sequence[torch.Tensor],
+        targets: Sequence[torch.Tensor],
     ) -> JEPAOutput:
         """One JEPA step's forward: target encode, then per mask family context encode,
         predict and compare.
@@ -65,7 +68,7 @@ class VJEPA(nn.Module):
             target_tokens = self.target_encoder(inputs)
             h = F.layer_norm(target_tokens, (target_tokens.shape[-1],))
         losses = []
-        for family, (context_idx, target_idx) in enumerate(zip(contexts, targets)):
+        for family, (context_idx, target_idx) in enumerate(zip(contexts, targets, strict=True)):
             # 2. Context encode only the visible tokens.
             z = self.encoder(inputs, keep=context_idx)
             # 3. Predict target-token features from context tokens and their positions.

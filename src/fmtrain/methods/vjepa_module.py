@@ -137,7 +137,7 @@ class VJEPAModule(pl.LightningModule):
             "train/ema_momentum": values["ema_momentum"],
         }
         for i, (loss_i, ctx, tgt) in enumerate(
-            zip(out.loss_per_mask, batch.contexts, batch.targets)
+            zip(out.loss_per_mask, batch.contexts, batch.targets, strict=True)
         ):
             metrics[f"train/loss_mask{i}"] = loss_i
             metrics[f"masks/context_tokens_{i}"] = float(ctx.shape[1])

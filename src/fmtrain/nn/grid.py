@@ -7,6 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 
+def _nearest_multiples(size: int, patch: int) -> str:
+    below, above = size // patch * patch, (size // patch + 1) * patch
+    return f"{below} or {above}" if below else str(above)
+
+
 @dataclass(frozen=True)
 class TokenGrid:
     """The grid of patches an input of `input_size` is cut into.
@@ -47,11 +52,11 @@ class TokenGrid:
             )
         if min(inp + patch) < 1:
             raise ValueError(f"{input_key}={list(inp)} and {patch_key}={list(patch)} must be >= 1.")
-        bad = [axis for axis, (i, p) in enumerate(zip(inp, patch)) if i % p]
+        bad = [axis for axis, (i, p) in enumerate(zip(inp, patch, strict=True)) if i % p]
         if bad:
             fixes = ", ".join(
                 f"axis {a}: {inp[a]} is not a multiple of {patch[a]} (use "
-                f"{inp[a] // patch[a] * patch[a] or patch[a]} or {(inp[a] // patch[a] + 1) * patch[a]})"
+                f"{_nearest_multiples(inp[a], patch[a])})"
                 for a in bad
             )
             raise ValueError(
@@ -63,7 +68,7 @@ class TokenGrid:
     @property
     def shape(self) -> tuple[int, ...]:
         """Number of tokens along each axis."""
-        return tuple(i // p for i, p in zip(self.input_size, self.patch_size))
+        return tuple(i // p for i, p in zip(self.input_size, self.patch_size, strict=True))
 
     @property
     def num_tokens(self) -> int:

@@ -47,5 +47,5 @@ def sincos_position_embedding(grid_shape: Sequence[int], dim: int) -> torch.Tens
             f"{ndim}D grid; use a width divisible by {4 * ndim if ndim < 3 else 16}."
         )
     coords = torch.meshgrid(*[torch.arange(n) for n in grid_shape], indexing="ij")
-    parts = [_sincos_1d(c.reshape(-1), w) for c, w in zip(coords, widths)]
+    parts = [_sincos_1d(c.reshape(-1), w) for c, w in zip(coords, widths, strict=True)]
     return torch.cat(parts, dim=1).float()

@@ -86,5 +86,7 @@ class JEPAPredictor(nn.Module):
         pos = self.pos_embed.expand(b, -1, -1).to(context_tokens.dtype)
         ctx = self.embed(context_tokens) + gather_tokens(pos, context_idx)
         queries = self.mask_tokens[mask_index].to(ctx.dtype) + gather_tokens(pos, target_idx)
-        x = run_blocks(self.blocks, torch.cat([ctx, queries], dim=1), checkpointed=self.grad_checkpointing)
+        x = run_blocks(
+            self.blocks, torch.cat([ctx, queries], dim=1), checkpointed=self.grad_checkpointing
+        )
         return self.proj(self.norm(x[:, ctx.shape[1] :]))

@@ -1,0 +1,460 @@
+"""V-JEPA multiblock masks over a 1D, 2D or 3D token grid, returned as index tensors.
+
+Per mask family (`MultiBlockSpec`) and batch, one block size is drawn (scale and aspect
+shared by every sample, as in V-JEPA, so that lengths are similar); each sample then
+places `num_blocks` blocks at independent uniform positions. The target is the union of
+the blocks, the context its complement. Indices address the grid flattened in row-major
+(C) order. Sampling is pure numpy because it runs on loader workers for every batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+logger = logging.getLogger("fmtrain.masks")
+
+# Placements tried at the drawn size before blocks start shrinking: one unlucky overlap
+# pattern should not change the block size.
+_PLACEMENTS_BEFORE_SHRINK = 3
+_SHRINK_PER_AXIS = 0.8
+# Batches drawn by `describe()`; a fixed seed keeps log lines reproducible.
+_DESCRIBE_BATCHES = 16
+_DESCRIBE_BATCH_SIZE = 8
+
+
+def _as_range(
+    name: str, value: Sequence[float], *, upper: float | None, example: str
+) -> tuple[float, float]:
+    """Check a `(min, max)` pair and return it as a tuple of floats."""
+    bound = f"0 < min <= max <= {upper:g}" if upper is not None else "0 < min <= max"
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        lo = hi = math.nan
+    if not (0.0 < lo <= hi < math.inf and (upper is None or hi <= upper)):
+        raise ValueError(
+            f"MultiBlockSpec.{name} must be a (min, max) pair with {bound}, got {value!r}. "
+            f"Fix: set {name} to e.g. {example}."
+        )
+    return lo, hi
+
+
+@dataclass(frozen=True, kw_only=True)
+class MultiBlockSpec:
+    """One family of block masks (e.g. V-JEPA's short-range or long-range masks).
+
+    Attributes:
+        num_blocks: blocks placed per sample; the target is their union.
+        spatial_scale: (min, max) fraction of the spatial extent covered by ONE block:
+            the area of the last two grid axes, or the length of the axis of a 1D grid.
+        temporal_scale: (min, max) fraction of the leading axis covered by a block. Only
+            meaningful for 3D grids; must stay (1.0, 1.0) for 1D and 2D grids.
+        aspect_ratio: (min, max) height/width of a block over the last two axes, drawn
+            log-uniformly. Ignored for 1D grids.
+    """
+
+    num_blocks: int = 8
+    spatial_scale: tuple[float, float] = (0.15, 0.15)
+    temporal_scale: tuple[float, float] = (1.0, 1.0)
+    aspect_ratio: tuple[float, float] = (0.75, 1.5)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.num_blocks, bool) or not isinstance(self.num_blocks, int | np.integer):
+            raise ValueError(
+                f"MultiBlockSpec.num_blocks must be an integer >= 1, got {self.num_blocks!r}."
+            )
+        if self.num_blocks < 1:
+            raise ValueError(
+                f"MultiBlockSpec.num_blocks must be >= 1, got {self.num_blocks}. "
+                "Fix: set num_blocks to 1 or more."
+            )
+        # Recipes may hand lists; store tuples so the spec stays hashable and comparable.
+        object.__setattr__(self, "num_blocks", int(self.num_blocks))
+        for name, upper, example in (
+            ("spatial_scale", 1.0, "(0.15, 0.15)"),
+            ("temporal_scale", 1.0, "(1.0, 1.0)"),
+            ("aspect_ratio", None, "(0.75, 1.5)"),
+        ):
+            value = _as_range(name, getattr(self, name), upper=upper, example=example)
+            object.__setattr__(self, name, value)
+
+
+@dataclass(frozen=True)
+class MaskPair:
+    """Context and target token indices of one batch for one mask family.
+
+    Attributes:
+        context: int64 [B, Nc] indices into the flattened grid, each row sorted
+            ascending and unique, with Nc >= the sampler's `min_context_tokens`.
+        target: int64 [B, Nt] indices, each row sorted ascending, unique, non-empty and
+            disjoint from the same row of `context`.
+    """
+
+    context: torch.Tensor
+    target: torch.Tensor
+
+
+def _validate_grid(grid: Sequence[int]) -> tuple[int, ...]:
+    try:
+        axes = tuple(grid)
+    except TypeError:
+        raise ValueError(
+            f"grid must be a sequence of 1 to 3 positive axis sizes, got {grid!r}."
+        ) from None
+    if not 1 <= len(axes) <= 3 or any(
+        isinstance(a, bool) or not isinstance(a, int | np.integer) or a < 1 for a in axes
+    ):
+        raise ValueError(
+            f"grid must hold 1 to 3 integer axis sizes, each >= 1 ((L,), (H, W) or (T, H, W) "
+            f"tokens), got {grid!r}. Fix: pass input_size // patch_size per axis."
+        )
+    return tuple(int(a) for a in axes)
+
+
+class MultiBlockMaskSampler:
+    """Samples V-JEPA multiblock (context, target) index pairs over a token grid.
+
+    Every sample keeps at least `min_context_tokens` context tokens. When a placement
+    hides too much, the blocks of that sample are re-placed, then shrunk by
+    `_SHRINK_PER_AXIS` per axis per try; after `max_tries` attempts the sample falls
+    back to 1-token blocks, which the constructor has proven feasible. Within a batch,
+    every row is cut to the shortest context (and shortest target) by keeping a uniformly
+    random subset, so no position loses tokens more often than another.
+
+    Args:
+        grid: token grid shape, (L,), (H, W) or (T, H, W).
+        specs: mask families; `sample` returns one `MaskPair` per spec, in order.
+        min_context_tokens: minimum number of context tokens in every sample.
+        max_tries: placement attempts per sample (the first included) before falling
+            back to 1-token blocks.
+
+    Raises:
+        ValueError: on a malformed grid or spec, or when even 1-token blocks cannot leave
+            `min_context_tokens` context tokens; the message names the key and the fix.
+    """
+
+    def __init__(
+        self,
+        grid: Sequence[int],
+        specs: Sequence[MultiBlockSpec],
+        *,
+        min_context_tokens: int = 10,
+        max_tries: int = 20,
+    ) -> None:
+        self._grid = _validate_grid(grid)
+        self._specs = tuple(specs)
+        if not self._specs:
+            raise ValueError("specs must hold at least one MultiBlockSpec, got none.")
+        for i, spec in enumerate(self._specs):
+            if not isinstance(spec, MultiBlockSpec):
+                raise ValueError(f"specs[{i}] must be a MultiBlockSpec, got {type(spec).__name__}.")
+        for name, value in (("min_context_tokens", min_context_tokens), ("max_tries", max_tries)):
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+        self._min_context = int(min_context_tokens)
+        self._max_tries = int(max_tries)
+        self._num_tokens = math.prod(self._grid)
+        self._grid_arr = np.asarray(self._grid, dtype=np.int64)
+        self._adaptation_logged = False
+
+        for i, spec in enumerate(self._specs):
+            if len(self._grid) < 3 and spec.temporal_scale != (1.0, 1.0):
+                raise ValueError(
+                    f"specs[{i}].temporal_scale={spec.temporal_scale} only applies to 3D "
+                    f"(T, H, W) grids, but the grid is {self._grid}. Fix: drop temporal_scale "
+                    "from this spec or use a 3D grid."
+                )
+            # Blocks overlap at most fully, so 1-token blocks hide <= num_blocks tokens:
+            # this is exactly the case that shrinking can always reach.
+            if self._num_tokens - spec.num_blocks < self._min_context:
+                raise ValueError(
+                    f"min_context_tokens={self._min_context} cannot be met on grid "
+                    f"{self._grid} ({self._num_tokens} tokens) with specs[{i}]={spec}: even "
+                    f"1-token blocks leave only {self._num_tokens - spec.num_blocks} context "
+                    f"tokens. Fix: lower specs[{i}].num_blocks or min_context_tokens, or use a "
+                    "larger token grid (larger input or smaller patch size)."
+                )
+            smallest = self._smallest_block_tokens(spec)
+            if self._num_tokens - smallest < self._min_context:
+                logger.warning(
+                    "specs[%d]=%s: a single block at the smallest scale already hides %d of "
+                    "%d tokens, leaving fewer than min_context_tokens=%d; every sample will "
+                    "shrink its blocks. Fix: lower specs[%d].spatial_scale/temporal_scale, or "
+                    "use a larger token grid (larger input or smaller patch size).",
+                    i,
+                    spec,
+                    smallest,
+                    self._num_tokens,
+                    self._min_context,
+                    i,
+                )
+
+    @property
+    def num_tokens(self) -> int:
+        """Number of tokens in the grid; every index is in [0, num_tokens)."""
+        return self._num_tokens
+
+    @property
+    def grid(self) -> tuple[int, ...]:
+        """The token grid shape."""
+        return self._grid
+
+    @property
+    def specs(self) -> tuple[MultiBlockSpec, ...]:
+        """The mask families, in the order `sample` returns them."""
+        return self._specs
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> list[MaskPair]:
+        """Sample one (context, target) pair per spec for a batch.
+
+        Args:
+            batch_size: number of samples B.
+            rng: numpy generator; the same generator state gives the same masks.
+
+        Returns:
+            One `MaskPair` per spec, in spec order, each with [B, N] int64 tensors.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(
+                f"rng must be a numpy.random.Generator, got {type(rng).__name__}. "
+                "Fix: pass np.random.default_rng(seed)."
+            )
+        pairs = []
+        for i, spec in enumerate(self._specs):
+            pair, _, adaptation = self._sample_spec(spec, int(batch_size), rng)
+            if adaptation is not None and not self._adaptation_logged:
+                # Once per sampler: the event is expected on small grids and would
+                # otherwise repeat every batch on every worker.
+                self._adaptation_logged = True
+                logger.warning(
+                    "specs[%d] on grid %s: a sample kept fewer than min_context_tokens=%d "
+                    "context tokens, so its blocks were %s. Logged once per sampler. Fix if "
+                    "frequent: lower specs[%d].num_blocks or spatial_scale, or use a larger "
+                    "token grid (larger input or smaller patch size).",
+                    i,
+                    self._grid,
+                    self._min_context,
+                    adaptation,
+                    i,
+                )
+            pairs.append(pair)
+        return pairs
+
+    def describe(self) -> str:
+        """Summarize each spec in one line, for logs.
+
+        The expected block size and context/target fractions are Monte-Carlo estimates
+        from a fixed seed (so the text is reproducible), measured after equalising
+        lengths within batches of `_DESCRIBE_BATCH_SIZE`.
+
+        Returns:
+            One line per spec, joined by newlines.
+        """
+        rng = np.random.default_rng(0)
+        lines = []
+        for i, spec in enumerate(self._specs):
+            extents, ctx, tgt, adapted = [], [], [], 0
+            for _ in range(_DESCRIBE_BATCHES):
+                pair, ext, adaptation = self._sample_spec(spec, _DESCRIBE_BATCH_SIZE, rng)
+                extents.append(ext)
+                ctx.append(pair.context.shape[1])
+                tgt.append(pair.target.shape[1])
+                adapted += adaptation is not None
+            mean_ext = np.mean(extents, axis=0)
+            block = float(np.mean([math.prod(e) for e in extents]))
+            n = self._num_tokens
+            lines.append(
+                f"specs[{i}]: {spec.num_blocks} blocks of ~{'x'.join(f'{e:.1f}' for e in mean_ext)}"
+                f" = {block:.0f} tokens ({block / n:.1%} of {n}); target {np.mean(tgt) / n:.2f},"
+                f" context {np.mean(ctx) / n:.2f} of tokens per sample"
+                f" (batch {_DESCRIBE_BATCH_SIZE}); {adapted}/{_DESCRIBE_BATCHES} batches adapted"
+            )
+        return "\n".join(lines)
+
+    # ---------------------------------------------------------------- internals
+
+    def _draw_extents(self, spec: MultiBlockSpec, rng: np.random.Generator) -> np.ndarray:
+        """Draw one block extent per grid axis, shared by the whole batch."""
+        grid = self._grid
+        scale = rng.uniform(*spec.spatial_scale)
+        if len(grid) == 1:
+            return np.array([min(max(round(scale * grid[0]), 1), grid[0])], dtype=np.int64)
+        height, width = grid[-2:]
+        log_lo, log_hi = math.log(spec.aspect_ratio[0]), math.log(spec.aspect_ratio[1])
+        aspect = math.exp(rng.uniform(log_lo, log_hi))
+        area = scale * height * width
+        ext = [
+            min(max(round(math.sqrt(area * aspect)), 1), height),
+            min(max(round(math.sqrt(area / aspect)), 1), width),
+        ]
+        if len(grid) == 3:
+            t_scale = rng.uniform(*spec.temporal_scale)
+            ext.insert(0, min(max(round(t_scale * grid[0]), 1), grid[0]))
+        return np.array(ext, dtype=np.int64)
+
+    def _smallest_block_tokens(self, spec: MultiBlockSpec) -> int:
+        """Tokens in one block at the smallest scales (aspect 1), for construction checks."""
+        grid = self._grid
+        scale = spec.spatial_scale[0]
+        if len(grid) == 1:
+            return min(max(round(scale * grid[0]), 1), grid[0])
+        side = math.sqrt(scale * grid[-2] * grid[-1])
+        tokens = min(max(round(side), 1), grid[-2]) * min(max(round(side), 1), grid[-1])
+        if len(grid) == 3:
+            tokens *= min(max(round(spec.temporal_scale[0] * grid[0]), 1), grid[0])
+        return tokens
+
+    @staticmethod
+    def _paint(mask: np.ndarray, extents: list[int], starts: list[list[int]]) -> None:
+        """Set `mask` (grid-shaped view) to the union of blocks at `starts`."""
+        mask[...] = False
+        for start in starts:
+            mask[tuple([slice(s, s + e) for s, e in zip(start, extents, strict=True)])] = True
+
+    def _place(self, extents: np.ndarray, num: int, rng: np.random.Generator) -> np.ndarray:
+        # Inclusive upper bound: a block may end on the last row/column/frame, so every
+        # position can be covered (some reference versions drew from [0, axis - extent)).
+        return rng.integers(0, self._grid_arr - extents + 1, size=(num, len(self._grid)))
+
+    def _adapt(
+        self, mask: np.ndarray, extents: np.ndarray, spec: MultiBlockSpec, rng: np.random.Generator
+    ) -> str:
+        """Re-place, then shrink, one sample's blocks until enough context is left."""
+        current = extents
+        for attempt in range(1, self._max_tries):
+            if attempt >= _PLACEMENTS_BEFORE_SHRINK:
+                current = np.maximum(np.floor(current * _SHRINK_PER_AXIS).astype(np.int64), 1)
+            starts = self._place(current, spec.num_blocks, rng)
+            self._paint(mask, current.tolist(), starts.tolist())
+            if self._num_tokens - np.count_nonzero(mask) >= self._min_context:
+                break
+        else:
+            # Feasible by the constructor's check: 1-token blocks hide <= num_blocks tokens.
+            current = np.ones_like(extents)
+            starts = self._place(current, spec.num_blocks, rng)
+            self._paint(mask, current.tolist(), starts.tolist())
+        if np.array_equal(current, extents):
+            return "re-placed"
+        return f"shrunk from {tuple(extents.tolist())} to {tuple(current.tolist())}"
+
+    def _sample_spec(
+        self, spec: MultiBlockSpec, batch_size: int, rng: np.random.Generator
+    ) -> tuple[MaskPair, np.ndarray, str | None]:
+        """Sample one spec for a batch; returns the pair, drawn extents, adaptation note."""
+        extents = self._draw_extents(spec, rng)
+        starts = self._place(extents, batch_size * spec.num_blocks, rng).reshape(
+            batch_size, spec.num_blocks, -1
+        )
+        masks = np.empty((batch_size, *self._grid), dtype=bool)
+        ext_list = extents.tolist()
+        for b in range(batch_size):
+            self._paint(masks[b], ext_list, starts[b].tolist())
+        flat = masks.reshape(batch_size, -1)
+
+        adaptation = None
+        hidden = np.count_nonzero(flat, axis=1)
+        for b in np.flatnonzero(self._num_tokens - hidden < self._min_context).tolist():
+            adaptation = self._adapt(masks[b], extents, spec, rng)
+            hidden[b] = np.count_nonzero(flat[b])
+
+        pair = MaskPair(
+            context=torch.from_numpy(_equalised_indices(~flat, self._num_tokens - hidden, rng)),
+            target=torch.from_numpy(_equalised_indices(flat, hidden, rng)),
+        )
+        return pair, extents, adaptation
+
+
+def _equalised_indices(
+    members: np.ndarray, lengths: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Index rows of a [B, N] membership matrix, cut to the shortest row without bias.
+
+    Each row keeps a uniformly random subset of its members of the batch-minimum size,
+    in ascending order. The reference V-JEPA collator truncates the tail instead, so the
+    last positions (last frames, bottom rows) lose tokens far more often than the first.
+
+    Args:
+        members: bool [B, N]; every row has at least one True.
+        lengths: int [B], the number of members per row.
+        rng: numpy generator.
+
+    Returns:
+        int64 [B, min row count] indices into N, ascending per row.
+    """
+    batch, num = members.shape
+    size = int(lengths.min())
+    # Row-major flatnonzero lists row 0's members, then row 1's, ...: one ragged array.
+    positions = np.flatnonzero(members)
+    if positions.size > size * batch:
+        # Per row, mark the smaller of the dropped and the kept set; both are uniform.
+        excess = lengths - size
+        mark_kept = size < excess
+        picked = _uniform_picks(lengths, np.where(mark_kept, size, excess), rng)
+        if mark_kept.any():
+            picked ^= ~np.repeat(mark_kept, lengths)  # now True = kept, in every row
+        else:
+            np.logical_not(picked, out=picked)
+        positions = positions[picked]
+    kept = positions.reshape(batch, size).astype(np.int64, copy=False)
+    kept -= (np.arange(batch) * num)[:, None]
+    return kept
+
+
+def _uniform_picks(lengths: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Mark a uniformly random `counts[i]`-subset of each ragged row of `lengths[i]` items.
+
+    Rows are concatenated; returns a bool mask over the concatenation. This is sequential
+    sampling without replacement: items are drawn uniformly with replacement, and per row
+    the first `counts[i]` distinct unmarked items in draw order are marked, which makes
+    the marked set a uniform subset. It is vectorised over the batch (one `rng.choice`
+    per row costs several times more) and oversamples so that one or two rounds suffice.
+    Requires counts <= lengths / 2 so that oversampling stays bounded.
+    """
+    num_rows = lengths.size
+    starts = np.cumsum(lengths) - lengths
+    picked = np.zeros(int(lengths.sum()), dtype=bool)
+    # Scratch for spotting repeats within one round; only slots written this round are read.
+    owner = np.empty(picked.size, dtype=np.int32)
+    need = counts.astype(np.int64)
+    done = np.zeros(num_rows, dtype=np.int64)
+    while need.any():
+        # Expected draws to find `need` new items among `lengths - done` unmarked ones
+        # (coupon collector), plus a margin.
+        remaining = lengths - done
+        expected = lengths * np.log(remaining / np.maximum(remaining - need, 1))
+        num_draws = np.where(need > 0, np.ceil(1.1 * expected).astype(np.int64) + 8, 0)
+        rows = np.repeat(np.arange(num_rows), num_draws)
+        # floor(u * n) with float64 u: off uniform by < n / 2**53, far below sampling noise.
+        scaled = rng.random(rows.size)
+        scaled *= np.repeat(lengths, num_draws)
+        draws = scaled.astype(np.int64)
+        draws += np.repeat(starts, num_draws)
+        if done.any():
+            fresh = ~picked[draws]
+            draws, rows = draws[fresh], rows[fresh]
+        order = np.arange(draws.size, dtype=np.int32)
+        owner[draws] = order
+        # One draw per distinct item "owns" it. Which repeat wins the write above depends
+        # on draw positions only, never on the item, so keeping the first `need` owners
+        # per row in draw order is unbiased across items.
+        first = owner[draws] == order
+        draws, rows = draws[first], rows[first]
+        # rows is sorted (np.repeat), so the rank within a row is offset from its start.
+        per_row = np.bincount(rows, minlength=num_rows)
+        rank = np.arange(rows.size) - (np.cumsum(per_row) - per_row)[rows]
+        take = rank < need[rows]
+        picked[draws[take]] = True
+        gained = np.bincount(rows[take], minlength=num_rows)
+        need -= gained
+        done += gained
+    return picked
