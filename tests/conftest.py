@@ -1,5 +1,7 @@
-"""Shared fixtures: a small synthetic OCT dataset written as real DICOM, once per session."""
+"""Shared fixtures: a small synthetic OCT dataset written as real DICOM, and a real
+S3-compatible server (moto in server mode) on loopback, once per session."""
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,37 @@ def oct_dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("oct")
     generate_oct_dataset(root, num_participants=12, scale=0.1, seed=0, workers=1)
     return root
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 HTTP server on 127.0.0.1 (moto's server mode): the bytes go over a socket
+    through s3fs/aiobotocore, exactly as they would to a cloud bucket. Yields the fsspec
+    storage options that reach it."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    options = {
+        "key": "testing",
+        "secret": "testing",
+        "client_kwargs": {"endpoint_url": f"http://{host}:{port}", "region_name": "us-east-1"},
+    }
+    yield options
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, request):
+    """A fresh, empty bucket per test; returns (bucket URL, storage options)."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**s3_server)
+    name = "fmtrain-" + request.node.name.lower().replace("_", "-")[:40].strip("-")
+    fs.call_s3("create_bucket", Bucket=name)
+    return f"s3://{name}", s3_server
 
 
 def pytest_collection_modifyitems(config, items):

@@ -31,7 +31,7 @@ def test_every_recipe_builds_its_model_and_data(recipe):
 
 
 def _fit(root, out, *extra):
-    args = ["fit", "--config", str(TINY_RECIPE), f"--data.init_args.root={root}"]
+    args = ["fit", "--config", str(TINY_RECIPE), f"--data.init_args.source={root}/manifest.tsv"]
     args += [f"--trainer.default_root_dir={out}", f"--checkpoint.dirpath={out}/ckpt"]
     args += [f"--trainer.logger.init_args.save_dir={out}", *extra]
     return run_cli(args)
@@ -64,7 +64,10 @@ def test_resume_from_checkpoint_gives_identical_next_step_losses(oct_dataset, tm
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu(oct_dataset, tmp_path):
     cmd = [sys.executable, "-m", "fmtrain", "fit", "--config", str(TINY_RECIPE)]
-    cmd += [f"--data.init_args.root={oct_dataset}", f"--trainer.default_root_dir={tmp_path}"]
+    cmd += [
+        f"--data.init_args.source={oct_dataset}/manifest.tsv",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
     cmd += [
         f"--checkpoint.dirpath={tmp_path}/ckpt",
         f"--trainer.logger.init_args.save_dir={tmp_path}",

@@ -2,6 +2,7 @@
 
 fmtrain fit --config recipes/oct_vjepa_demo.yaml [--trainer.max_steps 100 ...]
 fmtrain generate-oct --out_dir data/oct --num_participants 64 --scale 0.25
+fmtrain prepare data/oct/manifest.tsv s3://bucket/oct-prepared --size [64,384,384]
 fmtrain demo
 """
 
@@ -14,10 +15,11 @@ from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-from .data.oct_datamodule import default_masks
+from .data.volume_datamodule import default_masks
 
 _DATA_TOOLS = {
     "generate-oct": "write synthetic retinal OCT volumes as DICOM plus manifest.tsv",
+    "prepare": "raw volumes (manifest, file list or folder; path or URL) -> prepared zarr",
     "demo": "generate data, pretrain V-JEPA on the CPU, report loss and feature rank",
 }
 
@@ -103,6 +105,24 @@ def run_cli(args: Sequence[str] | None = None, *, run: bool = True) -> FmtrainCL
     )
 
 
+def _prepare(args: list[str]) -> None:
+    import json
+
+    from jsonargparse import CLI
+
+    from .data.prepare import prepare_dataset
+    from .data.sources import join
+
+    dataset = CLI(prepare_dataset, args=args, description=_DATA_TOOLS["prepare"])
+    counts = dataset.summary["counts"]
+    print(
+        f"prepared {counts['written']} volumes into {dataset.url} "
+        f"({json.dumps(counts['by_split'])}); skipped {counts['skipped']}: "
+        f"{json.dumps(counts['skipped_by_reason'])}; details in "
+        f"{join(dataset.url, 'summary.json')}"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `fmtrain` command."""
     from_shell = argv is None
@@ -113,6 +133,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         from .data.generate import generate_oct_dataset
 
         CLI(generate_oct_dataset, args=argv[1:], description=_DATA_TOOLS["generate-oct"])
+        return
+    if argv and argv[0] == "prepare":
+        _prepare(argv[1:])
         return
     if argv and argv[0] == "demo":
         from jsonargparse import CLI

@@ -53,7 +53,7 @@ def run_demo(
             data, num_participants=num_participants, scale=scale, seed=0, workers=2
         )
     run_dir = out / "run"
-    args = ["fit", "--config", recipe, f"--data.init_args.root={data}"]
+    args = ["fit", "--config", recipe, f"--data.init_args.source={data / 'manifest.tsv'}"]
     args += [
         f"--trainer.default_root_dir={run_dir}",
         f"--checkpoint.dirpath={run_dir / 'checkpoints'}",

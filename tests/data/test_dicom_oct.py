@@ -11,6 +11,7 @@ import pydicom
 import pytest
 
 from fmtrain.data.dicom_oct import OPHTHALMIC_TOMOGRAPHY_SOP_CLASS, read_oct_dicom, write_oct_dicom
+from fmtrain.data.errors import VolumeReadError
 from fmtrain.data.generate import generate_oct_dataset
 from fmtrain.data.manifest import MANIFEST_COLUMNS, ManifestRow, read_manifest, write_manifest
 from fmtrain.data.oct_devices import OCT_DEVICES, OCTDevice
@@ -164,7 +165,7 @@ def test_rescale_is_applied_only_when_present(tmp_path: Path) -> None:
 def test_non_dicom_file_error_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "notes.dcm"
     path.write_text("not a DICOM file\n")
-    with pytest.raises(ValueError, match=re.escape(str(path))):
+    with pytest.raises(VolumeReadError, match=re.escape(str(path))):
         read_oct_dicom(path)
 
 
@@ -174,7 +175,7 @@ def test_truncated_file_error_names_the_file(tmp_path: Path, keep: float) -> Non
     data = path.read_bytes()
     cut = int(len(data) * keep) if keep < 1 else int(keep)
     path.write_bytes(data[:cut])
-    with pytest.raises(ValueError, match=re.escape(str(path))):
+    with pytest.raises(VolumeReadError, match=re.escape(str(path))):
         read_oct_dicom(path)
 
 
@@ -184,7 +185,7 @@ def test_missing_functional_groups_error_names_file_and_attribute(tmp_path: Path
     del ds.SharedFunctionalGroupsSequence
     del ds.PerFrameFunctionalGroupsSequence
     ds.save_as(path)
-    with pytest.raises(ValueError, match=re.escape(str(path))) as error:
+    with pytest.raises(VolumeReadError, match=re.escape(str(path))) as error:
         read_oct_dicom(path)
     assert "PixelSpacing" in str(error.value)
 
@@ -331,5 +332,5 @@ def test_per_frame_spacing_must_agree_across_frames(tmp_path: Path) -> None:
     ds = pydicom.dcmread(path)
     ds.PerFrameFunctionalGroupsSequence[3].PixelMeasuresSequence[0].PixelSpacing = ["0.5", "0.5"]
     ds.save_as(path)
-    with pytest.raises(ValueError, match=r"differs between frames .*frame 4"):
+    with pytest.raises(VolumeReadError, match=r"differs between frames .*frame 4"):
         read_oct_dicom(path)

@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
+from fmtrain.data.dicom_multiframe import read_dicom_file
 from fmtrain.data.oct_devices import OCTDevice
 from fmtrain.data.volume import Volume
 
@@ -233,109 +232,14 @@ def write_oct_dicom(
     return str(sop_instance_uid)
 
 
-def _first_item(ds: Dataset, keyword: str) -> Dataset | None:
-    sequence = ds.get(keyword)
-    return sequence[0] if sequence else None
-
-
-def _measures(group: Dataset | None) -> Dataset | None:
-    return None if group is None else _first_item(group, "PixelMeasuresSequence")
-
-
-def _read_pixel_spacing(
-    path: Path, ds: Dataset
-) -> tuple[float, float, Dataset, Literal["shared", "per_frame"]]:
-    """(row, column) spacing, the Pixel Measures item it came from, and where that item sits."""
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
-    candidates: list[tuple[Dataset | None, Literal["shared", "per_frame"]]] = [
-        (_measures(_first_item(ds, "SharedFunctionalGroupsSequence")), "shared"),
-        (_measures(per_frame[0]) if per_frame else None, "per_frame"),
-    ]
-    for measures, source in candidates:
-        if measures is not None and "PixelSpacing" in measures:
-            values = measures.PixelSpacing
-            if len(values) != 2 or not all(float(v) > 0 for v in values):
-                raise ValueError(
-                    f"{path}: PixelSpacing in the {source} functional groups must be two "
-                    f"positive values [row, column] in mm, got {list(values)!r}"
-                )
-            if source == "per_frame":
-                _check_uniform(path, per_frame, [float(v) for v in values])
-            return float(values[0]), float(values[1]), measures, source
-    raise ValueError(
-        f"{path}: no PixelSpacing in a PixelMeasuresSequence of the Shared or Per-frame "
-        "Functional Groups; the OCT geometry (mm per pixel) is unknown. Refusing to guess it: "
-        "fix the file or supply its spacing explicitly."
-    )
-
-
-def _check_uniform(path: Path, per_frame: Sequence, first: list[float]) -> None:
-    for number, item in enumerate(per_frame, start=1):
-        measures = _measures(item)
-        if measures is None or "PixelSpacing" not in measures:
-            continue
-        spacing = [float(v) for v in measures.PixelSpacing]
-        if spacing != first:
-            raise ValueError(
-                f"{path}: PixelSpacing differs between frames (frame 1 {first!r}, frame "
-                f"{number} {spacing!r}); a regular volume needs one spacing"
-            )
-
-
-def _frame_positions(ds: Dataset) -> list[np.ndarray]:
-    positions = []
-    for item in ds.get("PerFrameFunctionalGroupsSequence") or []:
-        plane = _first_item(item, "PlanePositionSequence")
-        if plane is None or "ImagePositionPatient" not in plane:
-            return []
-        positions.append(np.array([float(v) for v in plane.ImagePositionPatient]))
-    return positions
-
-
-def _read_slice_spacing(path: Path, ds: Dataset, measures: Dataset) -> tuple[float, str]:
-    """Slice spacing in mm and the attribute it came from."""
-    shared_measures = _measures(_first_item(ds, "SharedFunctionalGroupsSequence"))
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
-    frame_measures = _measures(per_frame[0]) if per_frame else None
-    for keyword in ("SpacingBetweenSlices", "SliceThickness"):
-        for group in (measures, shared_measures, frame_measures):
-            if group is not None and group.get(keyword) not in (None, ""):
-                value = float(group.get(keyword))
-                if value > 0:
-                    return value, keyword
-    positions = _frame_positions(ds)
-    if len(positions) >= 2:
-        step = float(np.linalg.norm(positions[1] - positions[0]))
-        if step > 0:
-            return step, "ImagePositionPatient"
-    raise ValueError(
-        f"{path}: no slice spacing: the Pixel Measures macro has neither SpacingBetweenSlices "
-        "nor SliceThickness, and the frames lack two distinct ImagePositionPatient values. "
-        "Refusing to guess the distance between B-scans."
-    )
-
-
-def _rescale(ds: Dataset) -> tuple[float, float] | None:
-    sources = [ds]
-    shared = _first_item(ds, "SharedFunctionalGroupsSequence")
-    transform = None if shared is None else _first_item(shared, "PixelValueTransformationSequence")
-    if transform is not None:
-        sources.insert(0, transform)
-    for source in sources:
-        if "RescaleSlope" in source or "RescaleIntercept" in source:
-            return float(source.get("RescaleSlope", 1.0)), float(
-                source.get("RescaleIntercept", 0.0)
-            )
-    return None
-
-
 def read_oct_dicom(path: str | Path) -> Volume:
     """Read a multi-frame OCT DICOM file into a :class:`Volume`, geometry included.
 
-    Spacing comes from the functional groups only: PixelSpacing from the Pixel Measures macro
-    in the Shared Functional Groups, else in the first Per-frame item (all frames must then
-    agree); slice spacing from SpacingBetweenSlices, else SliceThickness, else the distance
-    between the first two frames' ImagePositionPatient.
+    The general multi-frame reader (`fmtrain.data.dicom_multiframe.read_dicom_file`) does
+    the work, with no spacing fallback: PixelSpacing from the Pixel Measures macro in the
+    Shared Functional Groups, else in the Per-frame items (all frames must then agree), else
+    the top level; slice spacing from SpacingBetweenSlices, else the frames'
+    ImagePositionPatient (SliceThickness when it agrees with them).
 
     Args:
         path: The DICOM file.
@@ -343,67 +247,15 @@ def read_oct_dicom(path: str | Path) -> Volume:
     Returns:
         Volume with ``array`` [frames, rows, columns] in the stored dtype (float32 only when
         the file has a non-identity RescaleSlope/RescaleIntercept), ``spacing`` (slice, row,
-        column) in mm, and ``metadata`` with keys ``path``, ``manufacturer``, ``model_name``,
+        column) in mm, ``direction``/``origin`` from the plane orientation and positions, and
+        ``metadata`` with, among others, ``path``, ``manufacturer``, ``model_name``,
         ``laterality``, ``patient_id``, ``sop_instance_uid``, ``sop_class_uid``,
         ``study_instance_uid``, ``series_instance_uid``, ``number_of_frames``,
-        ``spacing_source`` (``"shared"`` or ``"per_frame"``) and ``slice_spacing_source``
-        (the attribute the slice spacing was read from).
+        ``spacing_source`` (``"shared"``, ``"per_frame"`` or ``"top_level"``) and
+        ``slice_spacing_source`` (the attribute the slice spacing was read from).
 
     Raises:
-        FileNotFoundError: If ``path`` does not exist.
-        ValueError: If the file is not DICOM, is truncated, has no pixel data, or lacks the
-            geometry; the message names the file and what is missing.
+        VolumeReadError: If the file is missing, not DICOM, truncated, has no pixel data, or
+            lacks the geometry; ``reason`` says which and the message names the file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such OCT DICOM file")
-    try:
-        ds = pydicom.dcmread(path)
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as exc:
-        raise ValueError(
-            f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})"
-        ) from exc
-    if "PixelData" not in ds:
-        raise ValueError(f"{path}: DICOM file has no PixelData (is it truncated or not an image?)")
-    for keyword in ("Rows", "Columns"):
-        if keyword not in ds:
-            raise ValueError(f"{path}: DICOM file has no {keyword}")
-
-    row_spacing, column_spacing, measures, source = _read_pixel_spacing(path, ds)
-    slice_spacing, slice_source = _read_slice_spacing(path, ds, measures)
-
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    try:
-        array = ds.pixel_array
-    except Exception as exc:  # pydicom raises several types for damaged pixel data
-        raise ValueError(
-            f"{path}: cannot decode the pixel data ({type(exc).__name__}: {exc}); "
-            "the file may be truncated"
-        ) from exc
-    array = np.asarray(array).reshape(frames, int(ds.Rows), int(ds.Columns))
-    rescale = _rescale(ds)
-    if rescale is not None and rescale != (1.0, 0.0):
-        array = array.astype(np.float32) * np.float32(rescale[0]) + np.float32(rescale[1])
-
-    laterality = ds.get("ImageLaterality") or ds.get("Laterality") or ""
-    if not laterality:
-        shared = _first_item(ds, "SharedFunctionalGroupsSequence")
-        anatomy = None if shared is None else _first_item(shared, "FrameAnatomySequence")
-        laterality = "" if anatomy is None else anatomy.get("FrameLaterality", "")
-    metadata: dict[str, object] = {
-        "path": str(path),
-        "manufacturer": str(ds.get("Manufacturer", "")),
-        "model_name": str(ds.get("ManufacturerModelName", "")),
-        "laterality": str(laterality),
-        "patient_id": str(ds.get("PatientID", "")),
-        "sop_instance_uid": str(ds.get("SOPInstanceUID", "")),
-        "sop_class_uid": str(ds.get("SOPClassUID", "")),
-        "study_instance_uid": str(ds.get("StudyInstanceUID", "")),
-        "series_instance_uid": str(ds.get("SeriesInstanceUID", "")),
-        "number_of_frames": frames,
-        "spacing_source": source,
-        "slice_spacing_source": slice_source,
-    }
-    return Volume(
-        array=array, spacing=(slice_spacing, row_spacing, column_spacing), metadata=metadata
-    )
+    return read_dicom_file(path)

@@ -112,7 +112,7 @@ def _spacing_pair(text: str) -> tuple[float, float]:
     return (row, column)
 
 
-_PARSERS: dict[str, Callable[[str], object]] = {
+FIELD_PARSERS: dict[str, Callable[[str], object]] = {
     "height": _positive_int,
     "width": _positive_int,
     "number_of_frames": _positive_int,
@@ -180,7 +180,7 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
             values = {}
             for name in MANIFEST_COLUMNS:
                 text = fields_[position[name]]
-                parser = _PARSERS.get(name)
+                parser = FIELD_PARSERS.get(name)
                 if parser is None:
                     values[name] = text
                     continue

@@ -1,0 +1,141 @@
+"""Volumes/s for raw OCT DICOM -> tensor and prepared -> batch, against MONAI, as JSON.
+
+    python benchmarks/read_throughput.py [--data demo_output/data] [--num_volumes 48]
+
+Stages, each on the same synthetic OCT DICOMs (generated if `--data` has none) in one run:
+
+- fmtrain raw: `read_volume` (pydicom, spacing from the functional groups) + resample to the
+  demo recipe's spacing with area anti-aliasing + crop/pad + normalize, one process;
+- MONAI raw: `LoadImage` (its PydicomReader) + `Spacing` to the same spacing, one process;
+  also records the spacing MONAI reported for the first file next to the true one;
+- fmtrain prepare: the same work as "fmtrain raw", by `prepare` with 2 processes, into zarr;
+- fmtrain prepared -> batch: random volumes from the zarr, augmented and masked into
+  batches, as the training stream builds them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import warnings
+from functools import partial
+from pathlib import Path
+
+import torch
+import yaml
+
+from fmtrain.data.augment import AugmentConfig, augment
+from fmtrain.data.batch import MaskCollator
+from fmtrain.data.generate import generate_oct_dataset
+from fmtrain.data.manifest import read_manifest
+from fmtrain.data.prepare import prepare_dataset
+from fmtrain.data.preprocess import prepare_volume
+from fmtrain.data.read import read_volume
+from fmtrain.data.stream import PretrainStream
+from fmtrain.masks import MultiBlockMaskSampler, MultiBlockSpec
+from fmtrain.nn.grid import TokenGrid
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "oct_vjepa_demo.yaml"
+
+
+def _rate(count: int, seconds: float) -> dict:
+    return {
+        "volumes": count,
+        "seconds": round(seconds, 3),
+        "volumes_per_s": round(count / seconds, 2),
+    }
+
+
+def _fmtrain_raw(files: list[str], spacing, size) -> dict:
+    start = time.perf_counter()
+    for path in files:
+        v = read_volume(path)
+        prepare_volume(v.array, v.spacing, target_spacing=spacing, size=size)
+    return _rate(len(files), time.perf_counter() - start)
+
+
+def _monai_raw(files: list[str], spacing, truth) -> dict:
+    from monai.transforms import Compose, EnsureChannelFirst, LoadImage, Spacing
+
+    pipeline = Compose(
+        [LoadImage(reader="PydicomReader", image_only=True), EnsureChannelFirst(), Spacing(spacing)]
+    )
+    first = LoadImage(reader="PydicomReader", image_only=True)(files[0])
+    seen = [round(float(s), 5) for s in first.pixdim[: len(first.shape)]]
+    start = time.perf_counter()
+    for path in files:
+        pipeline(path)
+    result = _rate(len(files), time.perf_counter() - start)
+    result["first_file"] = {
+        "monai_array_shape": list(first.shape),
+        "monai_spacing": seen,
+        "true_shape_zyx": list(truth.shape),
+        "true_spacing_zyx": [round(s, 5) for s in truth.spacing],
+    }
+    return result
+
+
+def _prepared_to_batch(dataset, grid, masks, batch_size: int, batches: int) -> dict:
+    train = dataset.split("train")
+    stream = PretrainStream(
+        train,
+        batch_size=batch_size,
+        make_batch=MaskCollator(MultiBlockMaskSampler(grid.shape, masks)),
+        transform=partial(augment, cfg=AugmentConfig()),
+    )
+    start = time.perf_counter()
+    for k in range(batches):
+        stream.build(k)
+    return _rate(batches * batch_size, time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=Path("demo_output/data"))
+    parser.add_argument("--num_volumes", type=int, default=48)
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # one process, one core: the per-process rate
+    config = yaml.safe_load(RECIPE.read_text())
+    recipe, patch = config["data"]["init_args"], config["model"]["init_args"]["patch_size"]
+    spacing, size = tuple(recipe["spacing"]), tuple(recipe["input_size"])
+    if not (args.data / "manifest.tsv").exists():
+        generate_oct_dataset(args.data, num_participants=args.num_volumes, scale=0.25, seed=0)
+    rows = read_manifest(args.data / "manifest.tsv")[: args.num_volumes]
+    files = [str(args.data / r.filepath) for r in rows]
+    truth = read_volume(files[0])
+    result: dict = {"data": str(args.data), "target_spacing": spacing, "target_size": size}
+    result["fmtrain_raw_to_tensor"] = _fmtrain_raw(files, spacing, size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result["monai_loadimage_spacing"] = _monai_raw(files, spacing, truth)
+    with tempfile.TemporaryDirectory() as tmp:
+        listing = Path(tmp) / "files.txt"
+        listing.write_text("\n".join(files) + "\n")
+        start = time.perf_counter()
+        dataset = prepare_dataset(
+            str(listing),
+            f"{tmp}/prepared",
+            spacing=spacing,
+            size=size,
+            split_fractions={"train": 1.0},
+            workers=2,
+            progress=False,
+        )
+        result["fmtrain_prepare_2_processes"] = _rate(len(files), time.perf_counter() - start)
+        grid = TokenGrid.from_sizes(size, patch)
+        masks = [MultiBlockSpec(**m) for m in recipe["masks"]]
+        result["fmtrain_prepared_to_batch"] = _prepared_to_batch(dataset, grid, masks, 8, 12)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

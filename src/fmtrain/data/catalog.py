@@ -1,0 +1,271 @@
+"""What to read: a list of items (one volume each) from a manifest, a file list or a folder.
+
+A *source* is one of:
+
+- an AI-READI-style ``manifest.tsv`` (columns in `fmtrain.data.manifest.MANIFEST_COLUMNS`);
+- a CSV/TSV file list with a header holding a ``path`` or ``filepath`` column, and optionally
+  ``participant_id``, ``device`` (or ``manufacturers_model_name``), ``anatomic_region``,
+  ``laterality``; other columns ride along as item attributes;
+- a plain text file with one path per line;
+- a folder or URL prefix, searched recursively for ``*.nii``, ``*.nii.gz`` and ``*.dcm``.
+  Every NIfTI file is one item; DICOM files are one item each, except that a folder's
+  single-frame files form one item per folder (one series, sorted out by the reader).
+
+Relative paths are resolved against the list's folder. A row that is empty or does not parse
+is skipped and reported (reason ``bad_manifest_row``), never fatal on its own.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import posixpath
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import VolumeReadError
+from .manifest import FIELD_PARSERS, MANIFEST_COLUMNS
+from .sources import filesystem, is_remote, join, read_bytes
+
+log = logging.getLogger("fmtrain.data")
+
+__all__ = ["Catalog", "CatalogItem", "read_catalog"]
+
+_VOLUME_SUFFIXES = (".nii", ".nii.gz", ".dcm")
+
+
+@dataclass(frozen=True)
+class CatalogItem:
+    """One volume to read.
+
+    Attributes:
+        key: unique name of the item (its path relative to the source's folder).
+        paths: the file, or the files of one DICOM series, as paths or URLs.
+        participant_id: whose data it is; splits never put one participant in two splits.
+            File lists without the column use the key, so each file is its own participant.
+        device: device model (manifest ``manufacturers_model_name``), or ``"unknown"``.
+        attributes: other columns (anatomic_region, laterality, labels, ...), as text.
+    """
+
+    key: str
+    paths: tuple[str, ...]
+    participant_id: str
+    device: str = "unknown"
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Catalog:
+    """Items to read and the rows that were skipped while listing them."""
+
+    source: str
+    items: list[CatalogItem]
+    skipped: list[dict[str, str]]
+
+    def filter(
+        self,
+        *,
+        devices: Sequence[str] | None = None,
+        anatomic_regions: Sequence[str] | None = None,
+        lateralities: Sequence[str] | None = None,
+    ) -> Catalog:
+        """Keep items whose device / region / laterality is listed (case-insensitive)."""
+        wanted = {
+            "device": devices,
+            "anatomic_region": anatomic_regions,
+            "laterality": lateralities,
+        }
+        items = self.items
+        for name, values in wanted.items():
+            if not values:
+                continue
+            allowed = {v.lower() for v in values}
+            present = sorted({_value(i, name) for i in items})
+            items = [i for i in items if _value(i, name).lower() in allowed]
+            if not items:
+                raise ValueError(
+                    f"no items left in {self.source} for {name} in {list(values)}; "
+                    f"the source lists {present}"
+                )
+        return Catalog(self.source, items, self.skipped)
+
+
+def _value(item: CatalogItem, name: str) -> str:
+    return item.device if name == "device" else item.attributes.get(name, "")
+
+
+def _resolve(base: str, path: str) -> str:
+    if "://" in path or posixpath.isabs(path):
+        return path
+    return join(base, path)
+
+
+def _folder(source: str) -> str:
+    return source.rstrip("/").rsplit("/", 1)[0] if "/" in source else "."
+
+
+def _from_manifest(source: str, rows: list[list[str]], header: list[str]) -> Catalog:
+    base, items, skipped = _folder(source), [], []
+    position = {name: header.index(name) for name in MANIFEST_COLUMNS}
+    for line, fields in rows:
+        problem = _manifest_row_problem(fields, header, position)
+        if problem:
+            skipped.append(_skip(f"{source}:{line}", problem))
+            continue
+        value = {name: fields[position[name]] for name in MANIFEST_COLUMNS}
+        extra = {h: fields[i] for i, h in enumerate(header) if h not in position}
+        attributes = {
+            k: value[k]
+            for k in ("anatomic_region", "laterality", "imaging", "manufacturer")
+            if value[k]
+        }
+        items.append(
+            CatalogItem(
+                key=value["filepath"],
+                paths=(_resolve(base, value["filepath"]),),
+                participant_id=value["participant_id"],
+                device=value["manufacturers_model_name"] or "unknown",
+                attributes={**attributes, **extra},
+            )
+        )
+    return Catalog(source, items, skipped)
+
+
+def _manifest_row_problem(fields: list[str], header: list[str], position: dict) -> str:
+    if len(fields) != len(header):
+        return f"{len(fields)} fields but the header has {len(header)}"
+    for name in ("participant_id", "filepath"):
+        if not fields[position[name]].strip():
+            return f"empty {name}"
+    for name, parser in FIELD_PARSERS.items():
+        try:
+            parser(fields[position[name]])
+        except ValueError as err:
+            return f"column {name}: bad value {fields[position[name]]!r} ({err})"
+    return ""
+
+
+def _from_file_list(source: str, rows: list[list[str]], header: list[str]) -> Catalog:
+    base, items, skipped = _folder(source), [], []
+    path_col = "path" if "path" in header else "filepath"
+    for line, fields in rows:
+        if len(fields) != len(header):
+            skipped.append(_skip(f"{source}:{line}", "wrong number of fields"))
+            continue
+        row = dict(zip(header, fields, strict=True))
+        path = row.pop(path_col).strip()
+        if not path:
+            skipped.append(_skip(f"{source}:{line}", f"empty {path_col}"))
+            continue
+        device = row.pop("device", "") or row.pop("manufacturers_model_name", "")
+        items.append(
+            CatalogItem(
+                key=path,
+                paths=(_resolve(base, path),),
+                participant_id=row.pop("participant_id", "") or path,
+                device=device or "unknown",
+                attributes={k: v for k, v in row.items() if v},
+            )
+        )
+    return Catalog(source, items, skipped)
+
+
+def _from_folder(source: str, storage_options: dict | None) -> Catalog:
+    fs, root = filesystem(source, storage_options)
+    protocol = source.split("://", 1)[0] + "://" if is_remote(source) else ""
+    files = sorted(p for p in fs.find(root) if p.lower().endswith(_VOLUME_SUFFIXES))
+    items, dicom_by_folder = [], defaultdict(list)
+    for path in files:
+        if path.lower().endswith(".dcm"):
+            dicom_by_folder[posixpath.dirname(path)].append(path)
+        else:
+            items.append(_folder_item(root, protocol, (path,)))
+    for folder, paths in dicom_by_folder.items():
+        multi, single = _split_multiframe(fs, paths)
+        items += [_folder_item(root, protocol, (p,)) for p in multi]
+        if single:
+            items.append(_folder_item(root, protocol, tuple(single), key=folder))
+    return Catalog(source, sorted(items, key=lambda i: i.key), [])
+
+
+def _folder_item(root: str, protocol: str, paths: tuple[str, ...], key: str = "") -> CatalogItem:
+    relative = posixpath.relpath(key or paths[0], root)
+    return CatalogItem(
+        key=relative, paths=tuple(protocol + p for p in paths), participant_id=relative
+    )
+
+
+def _split_multiframe(fs: Any, paths: list[str]) -> tuple[list[str], list[str]]:
+    """Multi-frame files (items of their own) and single-frame files (one series item)."""
+    import pydicom
+
+    if len(paths) == 1:
+        return paths, []
+    multi, single = [], []
+    for path in paths:
+        try:
+            with fs.open(path, "rb") as f:
+                ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["NumberOfFrames"])
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
+        except Exception:  # unreadable headers are left to the reader, which names the reason
+            frames = 1
+        (multi if frames > 1 else single).append(path)
+    return multi, single
+
+
+def _skip(where: str, detail: str) -> dict[str, str]:
+    log.warning("skipping row %s: %s", where, detail)
+    return {"path": where, "reason": "bad_manifest_row", "detail": detail}
+
+
+def _parse_table(text: str, source: str) -> tuple[list[str], list[list]]:
+    lines = text.splitlines()
+    first = next((line for line in lines if line.strip()), "")
+    delimiter = "\t" if "\t" in first else ","
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    header = [h.strip() for h in next(reader, [])]
+    rows = []
+    for fields in reader:
+        line = reader.line_num
+        if not fields or all(not f.strip() for f in fields):
+            rows.append((line, []))  # an empty row is reported, not silently dropped
+            continue
+        rows.append((line, fields))
+    return header, rows
+
+
+def read_catalog(source: str, storage_options: dict[str, Any] | None = None) -> Catalog:
+    """List the volumes of a manifest, file list or folder (local path or URL).
+
+    Raises:
+        VolumeReadError: (``missing_file``) when `source` does not exist.
+        ValueError: when a table has no usable header or nothing is listed; the message
+            says what was searched.
+    """
+    fs, path = filesystem(source, storage_options)
+    if not fs.exists(path):
+        raise VolumeReadError("missing_file", source, "no manifest, file list or folder here")
+    if fs.isdir(path):
+        catalog = _from_folder(source, storage_options)
+        if not catalog.items:
+            raise ValueError(f"{source}: no *.nii, *.nii.gz or *.dcm files found under this folder")
+        return catalog
+    text = read_bytes(source, storage_options).decode("utf-8-sig")
+    header, rows = _parse_table(text, source)
+    if all(c in header for c in MANIFEST_COLUMNS):
+        catalog = _from_manifest(source, rows, header)
+    elif "path" in header or "filepath" in header:
+        catalog = _from_file_list(source, rows, header)
+    else:  # one path per line, no header
+        lines = [(n, [line.strip()]) for n, line in enumerate(text.splitlines(), 1)]
+        catalog = _from_file_list(source, [(n, f) for n, f in lines if f[0]], ["path"])
+    if not catalog.items:
+        raise ValueError(
+            f"{source}: no usable rows ({len(catalog.skipped)} skipped; first: "
+            f"{catalog.skipped[:3]}). A manifest needs the AI-READI columns; a file list "
+            "needs a 'path' or 'filepath' column or one path per line."
+        )
+    return catalog

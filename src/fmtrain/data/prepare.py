@@ -1,0 +1,376 @@
+"""`fmtrain prepare`: raw volumes -> resampled, cropped, normalized float16 zarr, once.
+
+Runs in parallel processes with a progress bar; every finished volume leaves a record, so an
+interrupted run resumes where it stopped. Bad files are skipped and counted by reason; the
+run fails only when more than `max_skip_fraction` of them were bad, or none was good. The
+layout is described in `fmtrain.data.prepared`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import time
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .catalog import CatalogItem, read_catalog
+from .errors import VolumeReadError
+from .prepared import PreparedDataset, open_zarr_group
+from .preprocess import prepare_volume
+from .sources import exists, filesystem, join, read_bytes, write_bytes
+from .splits import DEFAULT_FRACTIONS, assign_splits, split_counts
+
+log = logging.getLogger("fmtrain.data")
+
+__all__ = ["prepare_dataset", "prepare_params_match"]
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class _Task:
+    out: str
+    split: str
+    index: int
+    item: CatalogItem
+    spacing: tuple[float, ...]
+    size: tuple[int, ...]
+    storage_options: dict | None
+    allow_missing_spacing: bool
+    cache_dir: str | None
+
+
+_ARRAYS: dict[tuple[str, str], Any] = {}  # per worker process: (out, split) -> zarr array
+
+
+def _array(task: _Task):
+    key = (task.out, task.split)
+    if key not in _ARRAYS:
+        _ARRAYS[key] = open_zarr_group(task.out, task.storage_options, "r+")[task.split]
+    return _ARRAYS[key]
+
+
+def _progress_url(out: str, split: str, index: int) -> str:
+    return join(out, "progress", split, f"{index:07d}.json")
+
+
+def _process(task: _Task) -> dict:
+    """Read, preprocess and store one volume; return (and persist) its record."""
+    from .read import read_volume
+
+    item = task.item
+    record: dict[str, Any] = {
+        "split": task.split,
+        "index": task.index,
+        "key": item.key,
+        "participant_id": item.participant_id,
+        "device": item.device,
+        "paths": list(item.paths),
+        "attributes": item.attributes,
+    }
+    try:
+        source = item.paths[0] if len(item.paths) == 1 else list(item.paths)
+        volume = read_volume(
+            source,
+            storage_options=task.storage_options,
+            cache_dir=task.cache_dir,
+            allow_missing_spacing=task.allow_missing_spacing,
+        )
+        if volume.array.ndim != 3:
+            axis = volume.metadata.get("leading_axis", "leading")
+            raise VolumeReadError(
+                "unsupported",
+                item.key,
+                f"{volume.array.ndim}D array with a {axis} axis of {volume.array.shape[0]}; "
+                "prepare takes 3D volumes (select one time point or channel first)",
+            )
+        if not np.isfinite(volume.array).all():
+            raise VolumeReadError("non_finite", item.key, "NaN or Inf voxels")
+        prepared = prepare_volume(
+            volume.array, volume.spacing, target_spacing=task.spacing, size=task.size
+        )
+        _array(task)[task.index] = prepared.astype(np.float16)
+        record.update(
+            status="ok",
+            raw_shape=list(volume.shape),
+            raw_spacing=[round(float(s), 6) for s in volume.spacing],
+            fallbacks=list(volume.metadata.get("fallbacks", [])),
+        )
+    except VolumeReadError as err:
+        record.update(status="skipped", reason=err.reason, detail=err.detail)
+    except Exception as err:  # a bug or an unforeseen file: counted and reported, not fatal
+        log.exception("unexpected error on %s", item.key)
+        record.update(
+            status="skipped", reason="unexpected_error", detail=f"{type(err).__name__}: {err}"
+        )
+    if record["status"] == "skipped":
+        log.warning("skipping %s: %s: %s", item.key, record["reason"], record["detail"])
+    write_bytes(
+        _progress_url(task.out, task.split, task.index),
+        json.dumps(record).encode(),
+        task.storage_options,
+    )
+    return record
+
+
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # the processes are the parallelism
+
+
+def _load_or_write_json(url: str, value: Any, storage_options: dict | None, what: str) -> None:
+    if exists(url, storage_options):
+        found = json.loads(read_bytes(url, storage_options))
+        if found != value:
+            changed = sorted(k for k in set(found) | set(value) if found.get(k) != value.get(k))
+            raise ValueError(
+                f"{url} was written by a preparation with different {what} (differs in "
+                f"{changed[:5]}); use another --out, or delete it to start over"
+            )
+        return
+    write_bytes(url, json.dumps(value, indent=1).encode(), storage_options)
+
+
+def _create_arrays(
+    out: str, counts: Mapping[str, int], size: Sequence[int], storage_options: dict | None
+) -> None:
+    group = open_zarr_group(out, storage_options, "a")
+    for split, n in counts.items():
+        shape = (n, *size)
+        if split in group:
+            if tuple(group[split].shape) != shape:
+                raise ValueError(
+                    f"{out}: split {split!r} holds {group[split].shape}, this run needs {shape}; "
+                    "the source changed since this preparation began: use another --out"
+                )
+            continue
+        group.create_array(split, shape=shape, chunks=(1, *size), dtype="float16", fill_value=0.0)
+
+
+def _finished(out: str, storage_options: dict | None) -> dict[tuple[str, int], dict]:
+    fs, root = filesystem(join(out, "progress"), storage_options)
+    if not fs.exists(root):
+        return {}
+    paths = [p for p in fs.find(root) if p.endswith(".json")]
+    records = [json.loads(blob) for blob in fs.cat(paths).values()] if paths else []
+    return {(r["split"], r["index"]): r for r in records}
+
+
+def _summary(
+    records: list[dict], catalog_skipped: list[dict], assignment: dict, items: list, **extra
+) -> dict:
+    ok = [r for r in records if r["status"] == "ok"]
+    skipped = [
+        {"path": r["key"], "reason": r["reason"], "detail": r["detail"]}
+        for r in records
+        if r["status"] == "skipped"
+    ] + catalog_skipped
+    per_device: dict[str, dict] = defaultdict(
+        lambda: {"volumes": 0, "raw_shape": Counter(), "raw_spacing_mm": Counter()}
+    )
+    for r in ok:
+        entry = per_device[r["device"]]
+        entry["volumes"] += 1
+        entry["raw_shape"]["x".join(map(str, r["raw_shape"]))] += 1
+        entry["raw_spacing_mm"]["x".join(f"{s:g}" for s in r["raw_spacing"])] += 1
+    by_split: dict[str, Counter] = defaultdict(Counter)
+    for r in records:
+        by_split[r["split"]]["written" if r["status"] == "ok" else "skipped"] += 1
+    return {
+        **extra,
+        "counts": {
+            "listed": len(items) + len(catalog_skipped),
+            "written": len(ok),
+            "skipped": len(skipped),
+            "skipped_by_reason": dict(Counter(s["reason"] for s in skipped)),
+            "by_split": {k: dict(v) for k, v in sorted(by_split.items())},
+            "items_per_split_and_device": split_counts(items, assignment),
+        },
+        "skipped": skipped,
+        "fallbacks": [{"key": r["key"], "fallbacks": r["fallbacks"]} for r in ok if r["fallbacks"]],
+        "per_device": {
+            d: {k: dict(v) if isinstance(v, Counter) else v for k, v in e.items()}
+            for d, e in sorted(per_device.items())
+        },
+    }
+
+
+def prepare_dataset(
+    source: str,
+    out: str,
+    *,
+    spacing: tuple[float, float, float] = (0.05, 0.02, 0.02),
+    size: tuple[int, int, int] = (64, 384, 384),
+    split_fractions: dict[str, float] | None = None,
+    seed: int = 0,
+    devices: list[str] | None = None,
+    anatomic_regions: list[str] | None = None,
+    lateralities: list[str] | None = None,
+    workers: int = 2,
+    max_skip_fraction: float = 0.05,
+    allow_missing_spacing: bool = False,
+    storage_options: dict[str, Any] | None = None,
+    cache_dir: str | None = None,
+    progress: bool = True,
+) -> PreparedDataset:
+    """Prepare the volumes of `source` into `out` (local folder or URL) once.
+
+    Args:
+        source: manifest.tsv, CSV/TSV file list, text list, or folder (path or URL).
+        out: where the prepared dataset goes (path or URL, e.g. ``s3://bucket/prepared``).
+        spacing: target voxel spacing in mm, (z, y, x).
+        size: volume size after centre crop/pad, (z, y, x).
+        split_fractions: participant fractions per split (default train/val/test 0.8/0.1/0.1).
+        seed: seed of the split.
+        devices: keep only these device models (manifest manufacturers_model_name).
+        anatomic_regions: keep only these regions (manifest anatomic_region).
+        lateralities: keep only these eyes or sides (manifest laterality), e.g. ["R"].
+        workers: parallel processes (1: in this process).
+        max_skip_fraction: fail when more than this fraction of listed items was bad.
+        allow_missing_spacing: fill missing spacing with 1 mm (warned, counted) instead of
+            skipping the file.
+        storage_options: fsspec options for `source` and `out` (e.g. an S3 endpoint).
+        cache_dir: local cache of remote raw files (a temporary folder when None).
+        progress: show a progress bar.
+
+    Returns:
+        The prepared dataset, opened.
+
+    Raises:
+        RuntimeError: when too many items were skipped or none was written; ``summary.json``
+            is written first (with ``complete: false``) so the reasons can be read.
+    """
+    start = time.perf_counter()
+    fractions = dict(split_fractions or DEFAULT_FRACTIONS)
+    catalog = read_catalog(source, storage_options).filter(
+        devices=devices, anatomic_regions=anatomic_regions, lateralities=lateralities
+    )
+    params = {
+        "format_version": FORMAT_VERSION,
+        "source": source,
+        "spacing": [float(s) for s in spacing],
+        "size": [int(s) for s in size],
+        "dtype": "float16",
+        "split_fractions": fractions,
+        "seed": seed,
+        "filters": {
+            "devices": devices,
+            "anatomic_regions": anatomic_regions,
+            "lateralities": lateralities,
+        },
+        "allow_missing_spacing": allow_missing_spacing,
+    }
+    _load_or_write_json(join(out, "prepare.json"), params, storage_options, "parameters")
+    assignment = assign_splits(catalog.items, fractions, seed)
+    _load_or_write_json(join(out, "splits.json"), assignment, storage_options, "splits")
+
+    per_split: dict[str, list[CatalogItem]] = {name: [] for name in fractions}
+    for item in catalog.items:
+        per_split[assignment[item.participant_id]].append(item)
+    _create_arrays(out, {k: len(v) for k, v in per_split.items() if v}, size, storage_options)
+    done = _finished(out, storage_options)
+    tasks = [
+        _Task(out, split, i, item, tuple(spacing), tuple(size), storage_options,
+              allow_missing_spacing, cache_dir)
+        for split, items in per_split.items()
+        for i, item in enumerate(items)
+        if (split, i) not in done
+    ]  # fmt: skip
+    if done:
+        log.info("resuming %s: %d volumes already done, %d to go", out, len(done), len(tasks))
+    records = list(done.values()) + _run(tasks, workers, progress)
+
+    samples = {
+        split: sorted(
+            (
+                {k: r[k] for k in ("index", "key", "participant_id", "device", "attributes",
+                                   "raw_shape", "raw_spacing")}
+                for r in records
+                if r["split"] == split and r["status"] == "ok"
+            ),
+            key=lambda s: s["index"],
+        )
+        for split in fractions
+    }  # fmt: skip
+    summary = _summary(
+        records,
+        catalog.skipped,
+        assignment,
+        catalog.items,
+        source=source,
+        out=out,
+        seconds=round(time.perf_counter() - start, 1),
+    )
+    listed = summary["counts"]["listed"]
+    fraction = summary["counts"]["skipped"] / max(listed, 1)
+    failure = None
+    if summary["counts"]["written"] == 0:
+        failure = f"no volume could be prepared from {source} ({listed} listed)"
+    elif fraction > max_skip_fraction:
+        failure = (
+            f"{summary['counts']['skipped']} of {listed} items skipped ({fraction:.1%}), over "
+            f"the limit max_skip_fraction={max_skip_fraction}"
+        )
+    summary = {"complete": failure is None, "failure": failure, **summary}
+    write_bytes(join(out, "samples.json"), json.dumps(samples).encode(), storage_options)
+    write_bytes(join(out, "summary.json"), json.dumps(summary, indent=1).encode(), storage_options)
+    if failure:
+        reasons = summary["counts"]["skipped_by_reason"]
+        raise RuntimeError(
+            f"prepare failed: {failure}; reasons {reasons}; details in "
+            f"{join(out, 'summary.json')}. First: {summary['skipped'][:3]}"
+        )
+    log.info(
+        "prepared %d volumes into %s in %.1f s (%d skipped: %s)",
+        summary["counts"]["written"],
+        out,
+        summary["seconds"],
+        summary["counts"]["skipped"],
+        summary["counts"]["skipped_by_reason"],
+    )
+    return PreparedDataset(out, storage_options)
+
+
+def _run(tasks: list[_Task], workers: int, progress: bool) -> list[dict]:
+    bar = tqdm(total=len(tasks), desc="preparing volumes", unit="vol", disable=not progress)
+    records = []
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            records.append(_process(task))
+            bar.update()
+        bar.close()
+        return records
+    # spawn, not fork: a forked child of a process that already ran OpenMP code can hang.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
+        futures = [pool.submit(_process, t) for t in tasks]
+        try:
+            for future in as_completed(futures):
+                records.append(future.result())
+                bar.update()
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+        finally:
+            bar.close()
+    return records
+
+
+def prepare_params_match(dataset: PreparedDataset, spacing: Sequence, size: Sequence) -> None:
+    """Raise when a prepared dataset was made for another spacing or size than a recipe's."""
+    if list(dataset.size) != list(size) or not np.allclose(dataset.spacing, spacing):
+        raise ValueError(
+            f"the prepared dataset at {dataset.url} has size {list(dataset.size)} and spacing "
+            f"{list(dataset.spacing)}, the recipe wants data.input_size={list(size)} and "
+            f"data.spacing={list(spacing)}; prepare it again with those, or point "
+            "data.prepared at a matching one"
+        )

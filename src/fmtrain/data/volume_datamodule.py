@@ -1,0 +1,252 @@
+"""Volumes (raw or prepared, local or in a bucket) as masked pretraining batches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict
+from functools import partial
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..masks import MultiBlockMaskSampler, MultiBlockSpec
+from ..nn.grid import TokenGrid
+from .augment import AugmentConfig, augment
+from .batch import MaskCollator, MaskedBatch
+from .prepare import prepare_dataset, prepare_params_match
+from .prepared import PreparedDataset, PreparedSplit
+from .sources import exists, is_remote, join
+from .splits import DEFAULT_FRACTIONS
+from .stream import PretrainStream
+
+log = logging.getLogger("fmtrain.data")
+
+
+def default_masks() -> list[MultiBlockSpec]:
+    """V-JEPA's mix: 8 short-range blocks at 15% and 2 long-range blocks at 70% of the area."""
+    return [
+        MultiBlockSpec(num_blocks=8, spatial_scale=(0.15, 0.15)),
+        MultiBlockSpec(num_blocks=2, spatial_scale=(0.7, 0.7)),
+    ]
+
+
+class _ValidationSet(Dataset):
+    def __init__(self, volumes: PreparedSplit) -> None:
+        self.volumes = volumes
+
+    def __len__(self) -> int:
+        return len(self.volumes)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.volumes.load(index), index
+
+
+class _ValidationCollate:
+    """Masks for validation batches drawn from a fixed seed per batch: the same every time."""
+
+    def __init__(self, collator: MaskCollator, seed: int) -> None:
+        self.collator, self.seed = collator, seed
+
+    def __call__(self, items: list[tuple[torch.Tensor, int]]) -> MaskedBatch:
+        ids = [i for _, i in items]
+        rng = np.random.default_rng((self.seed, 7, ids[0]))
+        return self.collator([v for v, _ in items], ids, rng)
+
+
+class VolumeDataModule(pl.LightningDataModule):
+    """Raw volumes (manifest, file list or folder) -> prepared zarr -> masked batches.
+
+    Training always reads a prepared dataset (`fmtrain prepare`, layout in
+    `fmtrain.data.prepared`). Give `prepared` to train from one made beforehand (a folder
+    or a bucket URL); give `source` and the datamodule prepares it once, before training,
+    into `prepared` (default: a folder beside a local source, keyed by the settings).
+
+    Args:
+        source: raw data: AI-READI manifest.tsv, CSV/TSV file list, or folder; path or URL.
+        prepared: prepared dataset location (path or URL).
+        storage_options: fsspec options for URLs (credentials, S3 endpoint, ...).
+        devices: keep only these device models (case-insensitive, e.g. ["Spectralis"]).
+        anatomic_regions: keep only these regions (manifest column).
+        lateralities: keep only these eyes/sides, e.g. ["R"].
+        input_size: volume size after crop/pad, (z, y, x) — for OCT (B-scans, rows, columns).
+        spacing: target voxel spacing in mm, (z, y, x).
+        patch_size: token patch size (linked from `model.patch_size`).
+        masks: mask families; each batch gets one (context, target) pair per family.
+        min_context_tokens: every sample keeps at least this many context tokens.
+        batch_size: per-device batch size.
+        val_batch_size: validation batch size (defaults to `batch_size`).
+        num_workers: loader worker processes.
+        split_fractions: participant fractions per split, used when preparing.
+        train_split: split to train on.
+        val_split: split to validate on (no validation when the dataset lacks it).
+        seed: seed of the split, sample order, augmentation and masks.
+        prepare_workers: processes that prepare raw volumes.
+        augment: random augmentations after the prepared volumes.
+        max_skip_fraction: fail when more than this fraction of files cannot be read.
+        allow_missing_spacing: read files without spacing as 1 mm (warned and counted).
+    """
+
+    def __init__(
+        self,
+        *,
+        source: str | None = None,
+        prepared: str | None = None,
+        storage_options: dict | None = None,
+        devices: list[str] | None = None,
+        anatomic_regions: list[str] | None = None,
+        lateralities: list[str] | None = None,
+        input_size: tuple[int, int, int] = (64, 384, 384),
+        spacing: tuple[float, float, float] = (0.05, 0.02, 0.02),
+        patch_size: tuple[int, int, int] = (4, 16, 16),
+        masks: list[MultiBlockSpec] | None = None,
+        min_context_tokens: int = 10,
+        batch_size: int = 8,
+        val_batch_size: int | None = None,
+        num_workers: int = 2,
+        split_fractions: dict[str, float] | None = None,
+        train_split: str = "train",
+        val_split: str = "val",
+        seed: int = 0,
+        prepare_workers: int = 2,
+        augment: AugmentConfig | None = None,
+        max_skip_fraction: float = 0.05,
+        allow_missing_spacing: bool = False,
+    ) -> None:
+        super().__init__()
+        if source is None and prepared is None:
+            raise ValueError(
+                "data.source or data.prepared must be set: a manifest/file list/folder to "
+                "prepare, or a dataset made by `fmtrain prepare`"
+            )
+        self.source = source
+        self.storage_options = storage_options
+        self.filters = {
+            "devices": devices,
+            "anatomic_regions": anatomic_regions,
+            "lateralities": lateralities,
+        }
+        self.input_size = tuple(input_size)
+        self.spacing = tuple(spacing)
+        self.split_fractions = dict(split_fractions or DEFAULT_FRACTIONS)
+        self.train_split, self.val_split = train_split, val_split
+        self.seed = seed
+        self.prepare_workers = prepare_workers
+        self.max_skip_fraction = max_skip_fraction
+        self.allow_missing_spacing = allow_missing_spacing
+        self.prepared = prepared or self._default_prepared_location()
+        # a bucket is shared by all nodes: prepare it once (global rank 0), not once per node
+        self.prepare_data_per_node = not is_remote(self.prepared)
+        self.grid = TokenGrid.from_sizes(input_size, patch_size, patch_key="model.patch_size")
+        self.mask_specs = masks if masks is not None else default_masks()
+        self.sampler = MultiBlockMaskSampler(
+            self.grid.shape, self.mask_specs, min_context_tokens=min_context_tokens
+        )
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.augment_config = augment or AugmentConfig()
+        self.train_volumes: PreparedSplit | None = None
+        self.val_volumes: PreparedSplit | None = None
+
+    def _prepare_kwargs(self) -> dict:
+        return {
+            "spacing": self.spacing,
+            "size": self.input_size,
+            "split_fractions": self.split_fractions,
+            "seed": self.seed,
+            **self.filters,
+            "allow_missing_spacing": self.allow_missing_spacing,
+        }
+
+    def _default_prepared_location(self) -> str:
+        assert self.source is not None
+        key = json.dumps({"source": self.source, **self._prepare_kwargs()}, sort_keys=True)
+        digest = hashlib.sha1(key.encode()).hexdigest()[:12]
+        if is_remote(self.source):
+            home = os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache"))
+            return os.path.join(home, "fmtrain", "prepared", digest)
+        folder = os.path.dirname(os.path.abspath(self.source)) or "."
+        return os.path.join(folder, ".fmtrain_prepared", digest)
+
+    # --- Lightning hooks ------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Prepare the raw source once; later runs (and resumes) reuse the result."""
+        done = exists(join(self.prepared, "summary.json"), self.storage_options)
+        if done and PreparedDataset(self.prepared, self.storage_options).summary["complete"]:
+            return
+        if self.source is None:
+            raise FileNotFoundError(
+                f"data.prepared={self.prepared}: no complete prepared dataset there, and no "
+                "data.source to prepare one from"
+            )
+        log.info("preparing %s into %s", self.source, self.prepared)
+        prepare_dataset(
+            self.source,
+            self.prepared,
+            workers=self.prepare_workers,
+            max_skip_fraction=self.max_skip_fraction,
+            storage_options=self.storage_options,
+            **self._prepare_kwargs(),
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        dataset = PreparedDataset(self.prepared, self.storage_options)
+        prepare_params_match(dataset, self.spacing, self.input_size)
+        self.train_volumes = dataset.split(self.train_split)
+        if dataset.samples.get(self.val_split):
+            self.val_volumes = dataset.split(self.val_split)
+        else:
+            log.warning("no %r split in %s: validation is off", self.val_split, self.prepared)
+        log.info(
+            "data: %d train / %d val volumes from %s, grid %s (%d tokens); masks: %s",
+            len(self.train_volumes),
+            len(self.val_volumes) if self.val_volumes else 0,
+            self.prepared,
+            self.grid.shape,
+            self.grid.num_tokens,
+            self.sampler.describe(),
+        )
+
+    def _start_batch(self) -> int:
+        """Batches already consumed, from the (possibly restored) optimizer step."""
+        trainer = self.trainer
+        return trainer.global_step * trainer.accumulate_grad_batches if trainer else 0
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        stream = PretrainStream(
+            self.train_volumes,
+            batch_size=self.batch_size,
+            make_batch=MaskCollator(self.sampler),
+            transform=partial(augment, cfg=self.augment_config),
+            seed=self.seed,
+            start_batch=self._start_batch(),
+            rank=trainer.global_rank if trainer else 0,
+            world_size=trainer.world_size if trainer else 1,
+        )
+        return DataLoader(
+            stream,
+            batch_size=None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_volumes is None:
+            return []
+        return DataLoader(
+            _ValidationSet(self.val_volumes),
+            batch_size=self.val_batch_size,
+            shuffle=False,
+            num_workers=min(self.num_workers, 1),
+            collate_fn=_ValidationCollate(MaskCollator(self.sampler), self.seed),
+        )
+
+    def describe(self) -> dict:
+        return {"grid": list(self.grid.shape), "masks": [asdict(m) for m in self.mask_specs]}
