@@ -15,6 +15,7 @@ from ..nn.grid import TokenGrid
 from ..nn.predictor import JEPAPredictor
 from ..nn.vit import VisionTransformer
 from .configs import EMAConfig, EncoderConfig, OptimizerConfig, PredictorConfig
+from .numerics import NonFiniteError, NumericsGuard, first_non_finite
 from .optim import decay_param_groups
 from .schedules import cosine, linear, warmup_cosine
 from .vjepa import VJEPA
@@ -35,6 +36,9 @@ class VJEPAModule(pl.LightningModule):
         ema: target-encoder momentum schedule.
         loss: "l1" (as in V-JEPA) or "l2".
         rank_every_n_steps: log the effective rank of pooled target features every N steps.
+        max_consecutive_bad_steps: a step whose loss or gradient is non-finite is skipped
+            (no update, no EMA) and the first module that went non-finite is logged; after
+            this many in a row, training stops with a checkpoint and a message.
     """
 
     def __init__(
@@ -49,6 +53,7 @@ class VJEPAModule(pl.LightningModule):
         ema: EMAConfig | None = None,
         loss: Literal["l1", "l2"] = "l1",
         rank_every_n_steps: int = 50,
+        max_consecutive_bad_steps: int = 5,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -77,6 +82,8 @@ class VJEPAModule(pl.LightningModule):
             pred.set_grad_checkpointing(True)
         self.method = VJEPA(enc, pred, loss=loss)
         self._last_step_time: float | None = None
+        self.guard = NumericsGuard(max_consecutive_bad_steps)
+        self._last_batch: MaskedBatch | None = None
 
     # --- schedules, all pure functions of the optimizer step -------------------------------
     def _total_steps(self) -> int:
@@ -121,12 +128,59 @@ class VJEPAModule(pl.LightningModule):
             group["lr"] = values["lr"]
             if group.get("apply_weight_decay"):
                 group["weight_decay"] = values["weight_decay"]
-        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        verdict = {"ok": True}
+
+        def guarded_closure():
+            loss = optimizer_closure() if optimizer_closure is not None else None
+            params = [p for g in optimizer.param_groups for p in g["params"]]
+            verdict["ok"] = self.guard.check(loss, params)
+            return loss
+
+        super().optimizer_step(epoch, batch_idx, optimizer, guarded_closure)
+        if not verdict["ok"]:
+            self._on_bad_step()
+            return
         # 5. EMA, once per optimizer step and after it, as in V-JEPA.
         self.method.update_target(values["ema_momentum"])
 
+    def _on_bad_step(self) -> None:
+        """The step was skipped (gradients dropped); say where it began, stop if it persists."""
+        step = self.global_step
+        self.guard.skipped_steps.append(step)
+        batch = self._last_batch
+        origin = "unknown (no batch kept)"
+        if batch is not None:
+            with torch.enable_grad():
+                origin = first_non_finite(
+                    self.method,
+                    lambda: self.method(batch.inputs, batch.contexts, batch.targets).loss,
+                )
+        log.warning(
+            "step %d skipped: non-finite loss or gradient; first non-finite: %s "
+            "(%d in a row, limit model.max_consecutive_bad_steps=%d)",
+            step,
+            origin,
+            self.guard.consecutive_bad,
+            self.guard.max_consecutive_bad_steps,
+        )
+        self.log("numerics/skipped_steps", float(len(self.guard.skipped_steps)))
+        if self.guard.exhausted:
+            path = None
+            if self._trainer is not None and self.trainer.default_root_dir:
+                path = f"{self.trainer.default_root_dir}/nonfinite-step{step:07d}.ckpt"
+                self.trainer.save_checkpoint(path)
+            raise NonFiniteError(
+                f"stopped at step {step}: {self.guard.consecutive_bad} consecutive steps with a "
+                f"non-finite loss or gradient. It began in {origin}. Last state saved to "
+                f"{path}. Usual fixes: lower model.optimizer.lr or lengthen "
+                "model.optimizer.warmup_steps, set trainer.gradient_clip_val, use "
+                "trainer.precision=bf16-mixed instead of 16-mixed, and check the data "
+                "(`fmtrain check` looks for non-finite inputs)."
+            )
+
     # --- steps ------------------------------------------------------------------------------
     def training_step(self, batch: MaskedBatch, batch_idx: int) -> torch.Tensor:
+        self._last_batch = batch  # a reference, kept for the numerics guard's diagnosis
         out = self.method(batch.inputs, batch.contexts, batch.targets)
         values = self.schedule_values(self.global_step)
         b = batch.inputs.shape[0]
