@@ -3,6 +3,7 @@
 fmtrain fit --config recipes/oct_vjepa_demo.yaml [--trainer.max_steps 100 ...]
 fmtrain generate-oct --out_dir data/oct --num_participants 64 --scale 0.25
 fmtrain prepare data/oct/manifest.tsv s3://bucket/oct-prepared --size [64,384,384]
+fmtrain check recipes/oct_vjepa_demo.yaml
 fmtrain demo
 """
 
@@ -19,6 +20,7 @@ from .data.volume_datamodule import default_masks
 
 _DATA_TOOLS = {
     "generate-oct": "write synthetic retinal OCT volumes as DICOM plus manifest.tsv",
+    "check": "build a recipe, pull real batches, run a step; report shapes, masks, problems",
     "prepare": "raw volumes (manifest, file list or folder; path or URL) -> prepared zarr",
     "demo": "generate data, pretrain V-JEPA on the CPU, report loss and feature rank",
 }
@@ -134,6 +136,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         CLI(generate_oct_dataset, args=argv[1:], description=_DATA_TOOLS["generate-oct"])
         return
+    if argv and argv[0] == "check":
+        from .check.runner import main as check_main
+
+        sys.exit(check_main(argv[1:]))
     if argv and argv[0] == "prepare":
         _prepare(argv[1:])
         return

@@ -206,6 +206,11 @@ class MultiBlockMaskSampler:
         return self._grid
 
     @property
+    def min_context_tokens(self) -> int:
+        """Every sample keeps at least this many context tokens."""
+        return self._min_context
+
+    @property
     def specs(self) -> tuple[MultiBlockSpec, ...]:
         """The mask families, in the order `sample` returns them."""
         return self._specs

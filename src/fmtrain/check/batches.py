@@ -1,0 +1,160 @@
+"""Classes 2, 3 (batch vs dataset), 5 and 9 (inputs): real batches against the model."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .problems import CheckReport
+
+__all__ = ["check_batch", "check_dataset_size", "mask_statistics"]
+
+# A context below this fraction of the grid leaves the predictor almost nothing to go on.
+_TINY_CONTEXT_FRACTION = 0.05
+
+
+def check_dataset_size(report: CheckReport, num_train: int, per_device: int, world: int) -> None:
+    """Class 3/5: a training split smaller than one global batch cannot fill a step."""
+    global_batch = per_device * world
+    if num_train < global_batch:
+        report.add(
+            "error",
+            "data.init_args.batch_size",
+            f"the training split holds {num_train} volumes, fewer than one global batch "
+            f"({per_device} per device x {world} devices = {global_batch})",
+            f"lower data.init_args.batch_size to at most {max(num_train // world, 1)}, or add "
+            "data (check data.source, data.devices and data.split_fractions)",
+            "batch",
+        )
+    elif num_train < 4 * global_batch:
+        report.add(
+            "warning",
+            "data.init_args.source",
+            f"only {num_train} training volumes for a global batch of {global_batch}: every "
+            "volume repeats every few steps",
+            "add data or check data.devices / data.split_fractions",
+            "data",
+        )
+
+
+def check_batch(report: CheckReport, batch, model, dm) -> bool:
+    """Class 2 and 9: does the batch have the shapes, index ranges and values the model
+    consumes? Returns False when the batch cannot be fed to the model at all."""
+    x = batch.inputs
+    grid = model.grid
+    channels = model.encoder_config.in_chans
+    ok = True
+    if tuple(x.shape[2:]) != tuple(grid.input_size):
+        report.add(
+            "error",
+            "data.init_args.input_size",
+            f"batch inputs are {list(x.shape)}, the model expects [B, {channels}, "
+            f"{', '.join(map(str, grid.input_size))}]",
+            "let data.input_size define the grid (it is linked into the model); do not set "
+            "model.input_size separately",
+            "shape",
+        )
+        ok = False
+    if x.ndim != 2 + len(grid.shape) or x.shape[1] != channels:
+        report.add(
+            "error",
+            "model.init_args.encoder.in_chans",
+            f"batch inputs have {x.shape[1] if x.ndim > 1 else '?'} channel(s) "
+            f"(shape {list(x.shape)}), the encoder was built for {channels}",
+            f"set model.init_args.encoder.in_chans to {x.shape[1] if x.ndim > 1 else 1}",
+            "shape",
+        )
+        ok = False
+    families = model.method.predictor.mask_tokens.shape[0]
+    if len(batch.contexts) != families or len(batch.targets) != families:
+        report.add(
+            "error",
+            "data.init_args.masks",
+            f"the batch carries {len(batch.contexts)} mask families, the predictor has "
+            f"{families} mask tokens",
+            "keep model.num_mask_families linked to len(data.masks) (the default)",
+            "masks",
+        )
+        ok = False
+    n = grid.num_tokens
+    for i, (ctx, tgt) in enumerate(zip(batch.contexts, batch.targets, strict=False)):
+        ok &= _check_indices(report, i, ctx, tgt, x.shape[0], n, dm)
+    if not bool(torch.isfinite(x).all()):
+        raw_finite = bool(torch.isfinite(dm.train_volumes.load(0)).all())
+        key = "data.init_args.augment" if raw_finite else "data.init_args.source"
+        report.add(
+            "error",
+            key,
+            f"the batch holds {int((~torch.isfinite(x)).sum())} non-finite values "
+            + ("(the stored volumes are finite: augmentation made them)" if raw_finite else ""),
+            "check the augmentation settings" if raw_finite else "re-prepare the data",
+            "numerics",
+        )
+        ok = False
+    return ok
+
+
+def _check_indices(report, family, ctx, tgt, batch, n, dm) -> bool:
+    key = f"data.init_args.masks[{family}]"
+    for name, idx in (("context", ctx), ("target", tgt)):
+        if idx.dtype != torch.int64 or idx.ndim != 2 or idx.shape[0] != batch:
+            report.add(
+                "error",
+                key,
+                f"{name} indices are {idx.dtype} {list(idx.shape)}; the model consumes int64 "
+                f"[B={batch}, N] indices into the flattened grid",
+                "use a sampler from fmtrain.masks (index tensors, never dense masks)",
+                "masks",
+            )
+            return False
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
+            report.add(
+                "error",
+                key,
+                f"{name} indices span [{int(idx.min())}, {int(idx.max())}] on a grid of {n} tokens",
+                "sample masks over the model's token grid (data.patch_size is linked to it)",
+                "masks",
+            )
+            return False
+    overlap = any(np.intersect1d(c.numpy(), t.numpy()).size for c, t in zip(ctx, tgt, strict=True))
+    if overlap or tgt.shape[1] == 0 or ctx.shape[1] < dm.sampler.min_context_tokens:
+        report.add(
+            "error",
+            key,
+            f"masks give {ctx.shape[1]} context and {tgt.shape[1]} target tokens"
+            + (" with context and target overlapping" if overlap else ""),
+            "fewer or smaller blocks in data.masks, or a larger grid",
+            "masks",
+        )
+        return False
+    return True
+
+
+def mask_statistics(report: CheckReport, sampler, batch_size: int, batches: int = 32) -> None:
+    """Context/target fractions per mask family over many sampled batches."""
+    rng = np.random.default_rng(0)
+    n = sampler.num_tokens
+    per_family: list[tuple[list[float], list[float]]] = [([], []) for _ in sampler.specs]
+    for _ in range(batches):
+        for (ctx_f, tgt_f), pair in zip(per_family, sampler.sample(batch_size, rng), strict=True):
+            ctx_f += [pair.context.shape[1] / n] * batch_size
+            tgt_f += [pair.target.shape[1] / n] * batch_size
+    for i, (ctx_f, tgt_f) in enumerate(per_family):
+        report.masks.append(
+            {
+                "family": i,
+                "spec": str(sampler.specs[i]),
+                "num_tokens": n,
+                "context_fraction": [min(ctx_f), float(np.mean(ctx_f)), max(ctx_f)],
+                "target_fraction": [min(tgt_f), float(np.mean(tgt_f)), max(tgt_f)],
+            }
+        )
+        if min(ctx_f) < _TINY_CONTEXT_FRACTION:
+            report.add(
+                "warning",
+                f"data.init_args.masks[{i}]",
+                f"context can fall to {min(ctx_f):.1%} of the {n} tokens: the predictor then "
+                "sees almost nothing",
+                "fewer blocks or a smaller spatial_scale, or a larger token grid",
+                "masks",
+            )

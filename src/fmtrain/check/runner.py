@@ -1,0 +1,238 @@
+"""`fmtrain check RECIPE [overrides]`: the recipe's own objects, on this machine, in seconds.
+
+The recipe is built as `fit` would build it, but on the current device with one process
+(a GPU recipe is checked on the CPU when there is no GPU); the recipe's device count,
+nodes and accumulation are kept for the batch arithmetic.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..cli import FmtrainCLI
+from .batches import check_batch, check_dataset_size, mask_statistics
+from .pictures import save_mask_pictures
+from .problems import CheckReport
+from .step import run_step
+from .storage import probe_writable
+
+__all__ = ["main", "run_check"]
+
+log = logging.getLogger("fmtrain")
+_KEY = re.compile(r"\b((?:data|model|trainer|checkpoint)\.[A-Za-z_][\w.\[\]]*)")
+
+
+def _key_in(message: str, default: str) -> str:
+    found = _KEY.search(message)
+    return found.group(1).rstrip(".") if found else default
+
+
+def _count_devices(devices: Any, accelerator: str) -> tuple[int, bool]:
+    """(number of devices per node, whether it was known from the recipe)."""
+    if isinstance(devices, int) and devices > 0:
+        return devices, True
+    if isinstance(devices, (list, tuple)):
+        return len(devices), True
+    if isinstance(devices, str) and devices.isdigit():
+        return int(devices), True
+    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return torch.cuda.device_count(), True
+    return 1, False
+
+
+class _CheckCLI(FmtrainCLI):
+    """Builds the recipe for this machine: one process, the current device, no loggers."""
+
+    def before_instantiate_classes(self) -> None:
+        super().before_instantiate_classes()
+        trainer = self.config.trainer
+        self.recipe_trainer = {
+            k: trainer.get(k)
+            for k in ("accelerator", "devices", "num_nodes", "strategy", "precision")
+        }
+        self.recipe_trainer["accumulate_grad_batches"] = trainer.get("accumulate_grad_batches") or 1
+        self.recipe_loggers = trainer.get("logger")
+        cuda = torch.cuda.is_available()
+        trainer.accelerator = "gpu" if cuda else "cpu"
+        trainer.devices, trainer.num_nodes, trainer.strategy = 1, 1, "auto"
+        trainer.logger = False
+        trainer.enable_progress_bar = False
+        trainer.enable_model_summary = False
+
+
+def _build(report: CheckReport, args: list[str]):
+    try:
+        return _CheckCLI(
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=args,
+            run=False,
+            parser_kwargs={"exit_on_error": False},
+        )
+    except BaseException as err:  # parse errors, impossible grids, device/precision refusals
+        if isinstance(err, KeyboardInterrupt):
+            raise
+        message = f"{type(err).__name__}: {err}"
+        category = "device" if "precision" in message or "accelerator" in message else "shape"
+        report.add(
+            "error",
+            _key_in(message, "recipe"),
+            message.strip(),
+            "see the message; `fmtrain fit --help` lists every key",
+            category,
+        )
+        return None
+
+
+def _check_global_batch(report: CheckReport, cli, world: int) -> None:
+    wanted = cli.config.get("global_batch_size")
+    per_device = cli.datamodule.batch_size
+    accumulate = cli.recipe_trainer["accumulate_grad_batches"]
+    if wanted is None:
+        return
+    actual = per_device * world * accumulate
+    if actual != wanted:
+        suggested = max(wanted // (per_device * world), 1)
+        report.add(
+            "error",
+            "trainer.accumulate_grad_batches",
+            f"global_batch_size={wanted} but data.batch_size ({per_device}) x devices x nodes "
+            f"({world}) x trainer.accumulate_grad_batches ({accumulate}) = {actual}",
+            f"set trainer.accumulate_grad_batches={suggested} or change data.batch_size",
+            "batch",
+        )
+
+
+def _check_storage(report: CheckReport, cli) -> None:
+    trainer = cli.config.trainer
+    root = trainer.get("default_root_dir") or "."
+    probe_writable(report, "trainer.default_root_dir", root)
+    ckpt = cli.config.get("checkpoint", {}).get("dirpath")
+    if ckpt:
+        probe_writable(report, "checkpoint.dirpath", ckpt)
+    for i, logger in enumerate(cli.recipe_loggers or []):
+        save_dir = getattr(getattr(logger, "init_args", None), "save_dir", None)
+        if save_dir and save_dir != root:
+            probe_writable(report, f"trainer.logger[{i}].init_args.save_dir", save_dir)
+
+
+def _check_device(report: CheckReport, precision: str) -> None:
+    if "bf16" in precision and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        report.add(
+            "error",
+            "trainer.precision",
+            f"{precision} on {torch.cuda.get_device_name()}, which has no bf16",
+            "use trainer.precision=16-mixed (with loss scaling) or 32-true",
+            "device",
+        )
+
+
+def _load_data(report: CheckReport, dm) -> bool:
+    dm.num_workers = 0  # batches in this process: a worker crash would hide the reason
+    try:
+        dm.prepare_data()
+        dm.setup("fit")
+    except Exception as err:
+        message = f"{type(err).__name__}: {err}"
+        default = "data.init_args.train_split" if "split" in message else "data.init_args.source"
+        report.add(
+            "error",
+            _key_in(message, default),
+            message,
+            "point data.source / data.prepared at existing data and name an existing split",
+            "data",
+        )
+        return False
+    return True
+
+
+def run_check(recipe: str, overrides: list[str], out_dir: str | None = None) -> CheckReport:
+    """Check `recipe` (plus command-line `overrides`); write the report beside the run."""
+    start = time.perf_counter()
+    report = CheckReport(recipe=recipe)
+    cuda = torch.cuda.is_available()
+    report.device = torch.cuda.get_device_name() if cuda else "cpu"
+    cli = _build(report, ["--config", recipe, *overrides])
+    if cli is None:
+        return _finish(report, out_dir or "check_output", start)
+    rt = cli.recipe_trainer
+    devices, known = _count_devices(rt["devices"], str(rt["accelerator"]))
+    world = devices * int(rt["num_nodes"] or 1)
+    if not known:
+        fix = "give trainer.devices as a number for the batch arithmetic"
+        report.add("warning", "trainer.devices", f"{rt['devices']!r} counted as 1", fix, "batch")
+    if rt["accelerator"] in ("gpu", "cuda") and not cuda:
+        report.add("warning", "trainer.accelerator", "the recipe asks for GPUs; none here, "
+                   "so the step below ran on the CPU", "run check on the training machine "
+                   "for real timings", "device")  # fmt: skip
+    precision = str(rt["precision"] or "32-true")
+    _check_device(report, precision)
+    _check_global_batch(report, cli, world)
+    _check_storage(report, cli)
+    out = Path(out_dir or Path(cli.config.trainer.get("default_root_dir") or "runs") / "check")
+    dm, module = cli.datamodule, cli.model
+    if _load_data(report, dm):
+        check_dataset_size(report, len(dm.train_volumes), dm.batch_size, world)
+        mask_statistics(report, dm.sampler, dm.batch_size)
+        batch = _first_batch(report, dm)
+        if batch is not None and check_batch(report, batch, module, dm):
+            report.pictures += save_mask_pictures(batch, module.grid, out)
+            module.to("cuda" if cuda else "cpu")
+            run_step(report, module, batch, dm.batch_size, precision if cuda else "32-true")
+    return _finish(report, out, start)
+
+
+def _first_batch(report: CheckReport, dm):
+    try:
+        loader = iter(dm.train_dataloader())
+        batches = [next(loader) for _ in range(2)]
+    except Exception as err:
+        report.add("error", "data.init_args", f"building a batch failed: {type(err).__name__}: "
+                   f"{err}", "see the message", "data")  # fmt: skip
+        return None
+    return batches[0]
+
+
+def _finish(report: CheckReport, out: str | Path, start: float) -> CheckReport:
+    report.seconds = time.perf_counter() - start
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "check.json").write_text(report.to_json())
+        (out / "check.txt").write_text(report.render() + "\n")
+    except OSError as err:  # an unwritable output is already one of the findings
+        log.warning("could not write the check report to %s: %s", out, err)
+    return report
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of `fmtrain check`; returns the exit code (1 when any error)."""
+    if not argv or argv[0] in ("-h", "--help"):
+        print(
+            "usage: fmtrain check RECIPE [--out DIR] [recipe overrides, e.g. "
+            "--data.init_args.batch_size=4]\n\nBuilds the recipe on this machine, pulls real "
+            "batches, runs forward and backward, and reports shapes, masks (with pictures), "
+            "parameters, time, memory and every problem with the key to change. Exits 1 on "
+            "any error."
+        )
+        return 0
+    recipe, rest = argv[0], list(argv[1:])
+    out = None
+    if "--out" in rest:
+        i = rest.index("--out")
+        out = rest[i + 1]
+        del rest[i : i + 2]
+    report = run_check(recipe, rest, out)
+    print(report.render())
+    return 1 if report.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
