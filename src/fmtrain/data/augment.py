@@ -1,4 +1,4 @@
-"""Random, seedable augmentations applied after the cache, on loader workers."""
+"""Random, seedable augmentations applied to prepared volumes, on loader workers."""
 
 from __future__ import annotations
 
@@ -23,6 +23,16 @@ class AugmentConfig:
     intensity_scale: float = 0.1
     intensity_shift: float = 0.1
     noise_std: float = 0.05
+
+    def __post_init__(self) -> None:
+        for name in ("flip_last_axis", "intensity_scale", "intensity_shift", "noise_std"):
+            value = getattr(self, name)
+            if not (0.0 <= value < float("inf")):
+                raise ValueError(f"data.augment.{name} must be a finite number >= 0, got {value!r}")
+        if self.flip_last_axis > 1:
+            raise ValueError(
+                f"data.augment.flip_last_axis is a probability, got {self.flip_last_axis}"
+            )
 
 
 def augment(volume: torch.Tensor, rng: np.random.Generator, cfg: AugmentConfig) -> torch.Tensor:

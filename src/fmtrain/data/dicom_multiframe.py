@@ -43,7 +43,6 @@ def read_dicom_file(
     path: str | Path,
     *,
     name: str | None = None,
-    dataset: Dataset | None = None,
     allow_missing_spacing: bool = False,
     max_voxels: int = 2_000_000_000,
 ) -> Volume:
@@ -52,7 +51,6 @@ def read_dicom_file(
     Args:
         path: Local DICOM file.
         name: How errors, warnings and ``metadata["path"]`` name it (its URL when fetched).
-        dataset: The file already parsed by `dicom_reader.open_dataset`, to avoid a reread.
         allow_missing_spacing: Use 1.0 mm for a missing pixel or slice spacing (logged and
             recorded in ``metadata["fallbacks"]``) instead of refusing the file.
         max_voxels: Refuse images with more voxels than this, checked before decoding.
@@ -68,7 +66,7 @@ def read_dicom_file(
     """
     path = str(path)
     name = name or path
-    ds = dataset if dataset is not None else open_dataset(path, name)
+    ds = open_dataset(path, name)
     if not any(keyword in ds for keyword in PIXEL_KEYWORDS):
         raise VolumeReadError("no_pixel_data", name, "no Pixel Data element (not an image)")
     frames = check_dimensions(ds, name, max_voxels)
@@ -117,7 +115,7 @@ def read_dicom_file(
 
     array = decode(ds, name, fallbacks)
     if array.ndim == 3:
-        array = apply_rescale(array, _rescales(ds, frames))
+        array = apply_rescale(array, _rescales(ds, frames, name))
     if not np.array_equal(order, np.arange(frames)):
         array = array[order]
     metadata = provenance(ds, name)
@@ -195,6 +193,8 @@ def _pixel_spacing(
         source, spacing = "top_level", floats(ds.PixelSpacing, 2)
     if spacing is not None and min(spacing) > 0:
         return spacing[0], spacing[1], source
+    if not source and (calibrated := _ultrasound_spacing(ds)) is not None:
+        return calibrated[0], calibrated[1], "SequenceOfUltrasoundRegions"
     what = (
         f"PixelSpacing ({source}) is not two positive mm values"
         if source
@@ -203,6 +203,24 @@ def _pixel_spacing(
     )
     value = missing_spacing(name, what, allow, fallbacks)
     return value, value, "fallback"
+
+
+def _ultrasound_spacing(ds: Dataset) -> tuple[float, float] | None:
+    """(row, column) mm from ultrasound region calibration, when every 2D region agrees.
+
+    Ultrasound files carry no PixelSpacing; each region of the image states its physical
+    size per pixel instead (PhysicalDeltaX/Y, in cm when PhysicalUnits is 3).
+    """
+    deltas = set()
+    for region in ds.get("SequenceOfUltrasoundRegions") or []:
+        units = (region.get("PhysicalUnitsXDirection"), region.get("PhysicalUnitsYDirection"))
+        if region.get("RegionSpatialFormat") != 1 or units != (3, 3):
+            continue  # not a 2D tissue region in cm (M-mode, Doppler, or unitless)
+        dy, dx = positive(region.get("PhysicalDeltaY")), positive(region.get("PhysicalDeltaX"))
+        if dy is None or dx is None:
+            return None
+        deltas.add((round(dy * 10.0, 9), round(dx * 10.0, 9)))
+    return deltas.pop() if len(deltas) == 1 else None
 
 
 def _orientation(ds: Dataset, name: str, frames: int) -> np.ndarray | None:
@@ -254,17 +272,19 @@ def _declared_slice_spacing(
     return missing_spacing(name, what, allow, fallbacks), "fallback"
 
 
-def _rescales(ds: Dataset, frames: int) -> list[tuple[float, float]]:
+def _rescales(ds: Dataset, frames: int, name: str) -> list[tuple[float, float]]:
     """(slope, intercept) per frame: Pixel Value Transformation (shared, then per-frame),
     else the top-level RescaleSlope/RescaleIntercept, else identity."""
     shared = first_item(
         first_item(ds, "SharedFunctionalGroupsSequence"), "PixelValueTransformationSequence"
     )
-    if (rescale := rescale_of(shared)) is not None:
+    if (rescale := rescale_of(shared, name)) is not None:
         return [rescale] * frames
-    top = rescale_of(ds) or (1.0, 0.0)
+    top = rescale_of(ds, name) or (1.0, 0.0)
     per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
-    found = [rescale_of(first_item(item, "PixelValueTransformationSequence")) for item in per_frame]
+    found = [
+        rescale_of(first_item(item, "PixelValueTransformationSequence"), name) for item in per_frame
+    ]
     if any(r is not None for r in found):
         return [top if r is None else r for r in found]
     return [top] * frames

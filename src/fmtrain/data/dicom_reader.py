@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -69,6 +69,17 @@ def open_dataset(path: str, name: str, *, header_only: bool = False) -> Dataset:
     if ended_early or len(ds) == 0:
         detail = ended_early[0] if ended_early else "no data set after the File Meta header"
         raise VolumeReadError("truncated_pixel_data", name, f"file ends early: {detail}")
+    # pydicom converts elements lazily, so a damaged one (an unknown VR, say) would raise
+    # later from any attribute access; convert them all now, once, and say so here.
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in ds.iterall():
+                pass
+    except Exception as exc:
+        raise VolumeReadError(
+            "not_dicom", name, f"damaged DICOM header: {type(exc).__name__}: {exc}"
+        ) from exc
     return ds
 
 
@@ -149,14 +160,22 @@ def decode(ds: Dataset, name: str, fallbacks: list[str]) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             array = ds.pixel_array
-    except Exception as exc:  # plugins raise RuntimeError, ValueError, OSError, ...
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # plugins raise RuntimeError, ValueError, ... and the Rust
+        # ones (RLE) a pyo3 PanicException, which is not an Exception
         text = f"{type(exc).__name__}: {exc}"
         reason = "truncated_pixel_data" if "less than expected" in text else "decode_error"
         raise VolumeReadError(reason, name, text) from exc
     frames = as_int(ds, "NumberOfFrames", name, default=1)
     samples = as_int(ds, "SamplesPerPixel", name, default=1)
     shape = (frames, int(ds.Rows), int(ds.Columns)) + ((samples,) if samples > 1 else ())
-    array = np.asarray(array).reshape(shape)
+    array = np.asarray(array)
+    if array.size != math.prod(shape):
+        raise VolumeReadError(
+            "decode_error", name, f"decoded {array.shape}, but the header says {shape}"
+        )
+    array = array.reshape(shape)
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
     if array.dtype.kind == "f" and not np.isfinite(array).all():
@@ -183,6 +202,8 @@ def _transfer_syntax(ds: Dataset, name: str, keyword: str, fallbacks: list[str])
         if implicit
         else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
     )
+    if getattr(ds, "file_meta", None) is None:
+        ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = syntax
     note = f"no Transfer Syntax UID; {syntax.name} taken from how the file is encoded"
     log.warning("%s: %s", name, note)
@@ -211,15 +232,23 @@ def _check_native_length(ds: Dataset, name: str, keyword: str) -> None:
         )
 
 
-def rescale_of(item: Dataset | None) -> tuple[float, float] | None:
+def rescale_of(item: Dataset | None, name: str) -> tuple[float, float] | None:
     """(slope, intercept) when `item` has RescaleSlope or RescaleIntercept, else None."""
     if item is None or ("RescaleSlope" not in item and "RescaleIntercept" not in item):
         return None
     slope, intercept = item.get("RescaleSlope"), item.get("RescaleIntercept")
-    return (
-        1.0 if slope in (None, "") else float(slope),
-        0.0 if intercept in (None, "") else float(intercept),
-    )
+    try:
+        values = (
+            1.0 if slope in (None, "") else float(slope),
+            0.0 if intercept in (None, "") else float(intercept),
+        )
+    except (TypeError, ValueError):
+        values = (math.nan, math.nan)
+    if not all(math.isfinite(v) for v in values):
+        raise VolumeReadError(
+            "decode_error", name, f"RescaleSlope {slope!r} / RescaleIntercept {intercept!r}"
+        )
+    return values
 
 
 def apply_rescale(array: np.ndarray, rescales: Sequence[tuple[float, float]]) -> np.ndarray:

@@ -250,7 +250,7 @@ def _instance_order(chosen, label, source, declared, no_orientation, allow, fall
 
 def _decode_slices(ordered, label, fallbacks) -> np.ndarray:
     """Decode each slice into one preallocated array (float32 when any slice rescales)."""
-    rescales = [rescale_of(header) or (1.0, 0.0) for _, header in ordered]
+    rescales = [rescale_of(header, label(path)) or (1.0, 0.0) for path, header in ordered]
     out = None
     for index, (path, _) in enumerate(ordered):
         pixels = decode(open_dataset(path, label(path)), label(path), fallbacks)

@@ -87,7 +87,7 @@ def read_nifti(
         VolumeReadError: ``missing_file``, ``not_dicom`` (not NIfTI either),
             ``absurd_dimensions``, ``truncated_pixel_data``, ``non_finite``,
             ``missing_geometry``, ``unsupported`` (more than 4 dimensions, a .hdr/.img pair,
-            or a data type nibabel cannot read).
+            complex or RGB voxels); a damaged header is ``not_dicom`` (not valid NIfTI).
     """
     path = os.fspath(path)
     name = name or path
@@ -102,12 +102,36 @@ def read_nifti(
     klass = nib.Nifti1Image if version == 1 else nib.Nifti2Image
     with (gzip.open if gzipped else open)(path, "rb") as f:
         try:
+            # nibabel's checked header silently turns a zero pixdim into 1 mm; the raw one
+            # keeps what the file says, so a missing spacing is refused or recorded here.
+            raw = klass.header_class.from_fileobj(f, check=False)
+            f.seek(0)
             holder = FileHolder(fileobj=f)
             image = klass.from_file_map({"header": holder, "image": holder})
         except Exception as exc:  # nibabel refuses odd headers with several exception types
-            raise VolumeReadError("unsupported", name, f"{type(exc).__name__}: {exc}") from exc
+            raise VolumeReadError(
+                "not_dicom", name, f"damaged NIfTI header: {type(exc).__name__}: {exc}"
+            ) from exc
         header = image.header
         shape = _spatial_shape(header.get_data_shape(), name, max_voxels)
+        if header.get_data_dtype().kind not in "biuf":
+            raise VolumeReadError(
+                "unsupported", name, f"voxel type {header.get_data_dtype()} (complex or RGB)"
+            )
+        fallbacks: list[str] = []
+        try:  # invalid unit codes and quaternions raise KeyError / ValueError in nibabel
+            xyz_unit, time_unit = header.get_xyzt_units()
+            scale = _spatial_scale(xyz_unit, name, fallbacks)
+            zooms = [abs(float(z)) for z in raw["pixdim"][1:5]]
+            spacing_ijk = [
+                _zoom(zoom, axis, scale, name, allow_missing_spacing, fallbacks)
+                for axis, zoom in zip("ijk", zooms[:3], strict=True)
+            ]
+            direction, origin, affine_source = _geometry(header, scale, spacing_ijk, name)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise VolumeReadError(
+                "not_dicom", name, f"damaged NIfTI header: {type(exc).__name__}: {exc}"
+            ) from exc
         data = _read_data(image, name, path, gzipped)
     data = data.reshape(shape)
     data = np.ascontiguousarray(data.transpose(tuple(reversed(range(data.ndim)))))
@@ -115,27 +139,6 @@ def read_nifti(
         data = data.astype(data.dtype.newbyteorder("="))
     if data.dtype.kind == "f" and not np.isfinite(data).all():
         raise VolumeReadError("non_finite", name, "NaN or Inf voxels")
-
-    fallbacks: list[str] = []
-    xyz_unit, time_unit = header.get_xyzt_units()
-    if xyz_unit not in _MM_PER_UNIT:
-        note = f"spatial unit {xyz_unit!r}: zooms and affine taken as mm"
-        log.info("%s: %s", name, note)
-        fallbacks.append(note)
-    scale = _MM_PER_UNIT.get(xyz_unit, 1.0)
-    zooms = [float(z) for z in header.get_zooms()] + [0.0] * 4
-    spacing_ijk = []
-    for axis, zoom in zip("ijk", zooms[:3], strict=True):
-        if zoom > 0 and np.isfinite(zoom):
-            spacing_ijk.append(zoom * scale)
-            continue
-        what = f"pixdim of axis {axis} is {zoom}"
-        if not allow_missing_spacing:
-            raise VolumeReadError("missing_geometry", name, f"{what}; refusing to invent it")
-        log.warning("%s: %s; 1.0 mm assumed", name, what)
-        fallbacks.append(f"{what}; 1.0 mm assumed")
-        spacing_ijk.append(1.0)
-    direction, origin, affine_source = _geometry(header, scale, spacing_ijk, name)
     metadata: dict[str, object] = {
         "path": name,
         "format": "nifti",
@@ -156,6 +159,33 @@ def read_nifti(
         direction=direction,
         origin=origin,
     )
+
+
+def _spatial_scale(xyz_unit: str, name: str, fallbacks: list[str]) -> float:
+    """mm per header unit; files with no unit (most templates) are taken to be in mm."""
+    if xyz_unit not in _MM_PER_UNIT:
+        note = f"spatial unit {xyz_unit!r}: zooms and affine taken as mm"
+        log.info("%s: %s", name, note)
+        fallbacks.append(note)
+    return _MM_PER_UNIT.get(xyz_unit, 1.0)
+
+
+def _zoom(
+    zoom: float, axis: str, scale: float, name: str, allow: bool, fallbacks: list[str]
+) -> float:
+    """One voxel size in mm, or the recorded 1.0 mm fallback for a zero/NaN pixdim."""
+    if zoom > 0 and np.isfinite(zoom):
+        return zoom * scale
+    what = f"pixdim of axis {axis} is {zoom}"
+    if not allow:
+        raise VolumeReadError(
+            "missing_geometry",
+            name,
+            f"{what}; refusing to invent it (allow_missing_spacing=True uses 1.0 mm)",
+        )
+    log.warning("%s: %s; 1.0 mm assumed", name, what)
+    fallbacks.append(f"{what}; 1.0 mm assumed")
+    return 1.0
 
 
 def _spatial_shape(shape: tuple[int, ...], name: str, max_voxels: int) -> tuple[int, ...]:

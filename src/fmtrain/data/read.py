@@ -65,7 +65,7 @@ def read_volume(
         if not urls:
             raise VolumeReadError("empty_series", "[]", "an empty list of files")
         files = {_fetch(url, storage_options, cache_dir): url for url in urls}
-        label = os.path.commonpath(urls) if not any(map(is_remote, urls)) else urls[0]
+        label = _common_folder(urls)
         if len(files) == 1:
             return _read_file(next(iter(files)), urls[0], series_uid, options)
         if any(nifti_version(path) for path in files):
@@ -83,6 +83,14 @@ def read_volume(
         raise VolumeReadError("empty_series", url, "the folder holds no files")
     files = {_fetch(item, storage_options, cache_dir): item for item in folder}
     return read_dicom_series(list(files), source=url, names=files, series_uid=series_uid, **options)
+
+
+def _common_folder(urls: list[str]) -> str:
+    """How errors name a list of files: their common folder, or the first file."""
+    try:
+        return urls[0] if any(map(is_remote, urls)) else os.path.commonpath(urls)
+    except ValueError:  # absolute and relative paths mixed
+        return urls[0]
 
 
 def _read_file(path: str, url: str, series_uid: str | None, options: dict) -> Volume:
@@ -121,7 +129,7 @@ def _list_folder(url: str, storage_options: dict[str, Any] | None) -> list[str] 
     except Exception as exc:  # fsspec backends raise their own errors (auth, network)
         raise VolumeReadError("missing_file", url, f"cannot access: {exc}") from exc
     # Children named from the caller's URL, so errors and metadata read as they wrote it.
-    names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in found if fs.isfile(p))
+    names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in found)  # find() lists files
     return [f"{url.rstrip('/')}/{n}" for n in names if not n.startswith(".")]
 
 
