@@ -80,18 +80,35 @@ def check_batch(report: CheckReport, batch, model, dm) -> bool:
     for i, (ctx, tgt) in enumerate(zip(batch.contexts, batch.targets, strict=False)):
         ok &= _check_indices(report, i, ctx, tgt, x.shape[0], n, dm)
     if not bool(torch.isfinite(x).all()):
-        raw_finite = bool(torch.isfinite(dm.train_volumes.load(0)).all())
-        key = "data.init_args.augment" if raw_finite else "data.init_args.source"
-        report.add(
-            "error",
-            key,
-            f"the batch holds {int((~torch.isfinite(x)).sum())} non-finite values "
-            + ("(the stored volumes are finite: augmentation made them)" if raw_finite else ""),
-            "check the augmentation settings" if raw_finite else "re-prepare the data",
-            "numerics",
-        )
+        _report_non_finite(report, batch, dm)
         ok = False
     return ok
+
+
+def _report_non_finite(report: CheckReport, batch, dm) -> None:
+    """Say whether the stored volumes or the augmentation made the non-finite values."""
+    ids = batch.sample_ids.tolist() if batch.sample_ids is not None else []
+    stored = [i for i in ids if not bool(torch.isfinite(dm.train_volumes.load(i)).all())]
+    count = int((~torch.isfinite(batch.inputs)).sum())
+    if stored:
+        keys = [dm.train_volumes.samples[i]["key"] for i in stored]
+        report.add(
+            "error",
+            "data.init_args.prepared",
+            f"the batch holds {count} non-finite values; stored volumes {keys} contain NaN/Inf",
+            f"prepare the data again (prepare refuses non-finite volumes) into a new "
+            f"location; the damaged dataset is {dm.prepared}",
+            "numerics",
+        )
+    else:
+        report.add(
+            "error",
+            "data.init_args.augment",
+            f"the batch holds {count} non-finite values, but the stored volumes are finite: "
+            "the augmentation made them",
+            "check the data.augment settings",
+            "numerics",
+        )
 
 
 def _check_indices(report, family, ctx, tgt, batch, n, dm) -> bool:

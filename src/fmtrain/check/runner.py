@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -48,10 +49,15 @@ def _count_devices(devices: Any, accelerator: str) -> tuple[int, bool]:
 
 
 class _CheckCLI(FmtrainCLI):
-    """Builds the recipe for this machine: one process, the current device, no loggers."""
+    """Builds the recipe for this machine: one process, the current device, no loggers.
+    Output locations are probed before anything is built, and an unwritable one is
+    replaced by a scratch folder so that the rest of the recipe can still be checked."""
+
+    report: CheckReport
 
     def before_instantiate_classes(self) -> None:
         super().before_instantiate_classes()
+        _check_storage(self.report, self.config)
         trainer = self.config.trainer
         self.recipe_trainer = {
             k: trainer.get(k)
@@ -68,6 +74,7 @@ class _CheckCLI(FmtrainCLI):
 
 
 def _build(report: CheckReport, args: list[str]):
+    _CheckCLI.report = report
     try:
         return _CheckCLI(
             subclass_mode_model=True,
@@ -110,20 +117,33 @@ def _check_global_batch(report: CheckReport, cli, world: int) -> None:
         )
 
 
-def _check_storage(report: CheckReport, cli) -> None:
-    trainer = cli.config.trainer
+def _check_storage(report: CheckReport, config) -> None:
+    trainer = config.trainer
     root = trainer.get("default_root_dir") or "."
-    probe_writable(report, "trainer.default_root_dir", root)
-    ckpt = cli.config.get("checkpoint", {}).get("dirpath")
-    if ckpt:
-        probe_writable(report, "checkpoint.dirpath", ckpt)
-    for i, logger in enumerate(cli.recipe_loggers or []):
+    if not probe_writable(report, "trainer.default_root_dir", root):
+        trainer.default_root_dir = tempfile.mkdtemp(prefix="fmtrain-check-")
+    ckpt = config.get("checkpoint", {}).get("dirpath")
+    if ckpt and not probe_writable(report, "checkpoint.dirpath", ckpt):
+        config.checkpoint.dirpath = None
+    loggers = trainer.get("logger")
+    loggers = loggers if isinstance(loggers, list) else [loggers] if loggers else []
+    for i, logger in enumerate(loggers):
         save_dir = getattr(getattr(logger, "init_args", None), "save_dir", None)
         if save_dir and save_dir != root:
             probe_writable(report, f"trainer.logger[{i}].init_args.save_dir", save_dir)
 
 
-def _check_device(report: CheckReport, precision: str) -> None:
+def _check_device(report: CheckReport, precision: str, accelerator: str) -> None:
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if on_cpu and precision.startswith("16"):
+        report.add(
+            "error",
+            "trainer.precision",
+            f"{precision} on the CPU: there is no fp16 autocast there (Lightning would quietly "
+            "train in bf16-mixed instead, not what the recipe says)",
+            "use trainer.precision=bf16-mixed or 32-true on the CPU",
+            "device",
+        )
     if "bf16" in precision and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
         report.add(
             "error",
@@ -173,9 +193,8 @@ def run_check(recipe: str, overrides: list[str], out_dir: str | None = None) -> 
                    "so the step below ran on the CPU", "run check on the training machine "
                    "for real timings", "device")  # fmt: skip
     precision = str(rt["precision"] or "32-true")
-    _check_device(report, precision)
+    _check_device(report, precision, str(rt["accelerator"] or "auto"))
     _check_global_batch(report, cli, world)
-    _check_storage(report, cli)
     out = Path(out_dir or Path(cli.config.trainer.get("default_root_dir") or "runs") / "check")
     dm, module = cli.datamodule, cli.model
     if _load_data(report, dm):

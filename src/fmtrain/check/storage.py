@@ -15,10 +15,10 @@ _INSTALL_HINT = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "ab
 
 def probe_writable(
     report: CheckReport, key: str, location: str, storage_options: dict[str, Any] | None = None
-) -> None:
+) -> bool:
     """Write and remove a small file under `location` (a folder path or URL); on failure add
     an error naming `key`. Missing local folders are fine (they are created), but only if
-    their parent chain can be created."""
+    their parent chain can be created. Returns whether the write succeeded."""
     from fsspec.core import url_to_fs
 
     text = os.fspath(location)
@@ -35,6 +35,7 @@ def probe_writable(
             fix,
             "storage",
         )
+        return False
         return
     probe = f"{path.rstrip('/')}/.fmtrain-write-probe-{uuid.uuid4().hex[:8]}"
     try:
@@ -42,6 +43,7 @@ def probe_writable(
             fs.makedirs(path, exist_ok=True)
         fs.pipe_file(probe, b"fmtrain check")
         fs.rm_file(probe)
+        return True
     except Exception as err:  # every way of failing to write is the same finding
         report.add(
             "error",
@@ -51,3 +53,4 @@ def probe_writable(
             "credentials, the scheme, and that no path component is a file)",
             "storage",
         )
+        return False

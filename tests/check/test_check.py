@@ -1,0 +1,182 @@
+"""`fmtrain check`: each class of broken recipe is caught, named by its key; healthy passes."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import zarr
+
+from fmtrain.check.contracts import (
+    check_pretrained_config,
+    check_stft_sizes,
+    check_token_contract,
+)
+from fmtrain.check.problems import CheckReport
+from fmtrain.check.runner import main, run_check
+from tests.conftest import REPO, TINY_RECIPE
+
+
+def _check(oct_dataset, tmp_path, *overrides):
+    args = [f"--data.init_args.source={oct_dataset}/manifest.tsv"]
+    args += [f"--trainer.default_root_dir={tmp_path}", *overrides]
+    return run_check(str(TINY_RECIPE), args, str(tmp_path / "check"))
+
+
+def _error(report, key_part: str, text: str = ""):
+    hits = [p for p in report.errors if key_part in p.key and text in p.message]
+    assert hits, "\n".join(str(p) for p in report.problems) or "no problems reported"
+    return hits[0]
+
+
+@pytest.mark.parametrize(
+    "recipe", [TINY_RECIPE, REPO / "recipes" / "oct_vjepa_demo.yaml"], ids=lambda p: p.name
+)
+def test_healthy_recipes_pass_with_tables_and_a_picture(oct_dataset, tmp_path, recipe):
+    args = [f"--data.init_args.source={oct_dataset}/manifest.tsv"]
+    args += [f"--trainer.default_root_dir={tmp_path}"]
+    report = run_check(str(recipe), args, str(tmp_path / "check"))
+    assert not report.errors, [str(p) for p in report.errors]
+    stages = {s["stage"]: s["shape"] for s in report.stages}
+    assert stages["target_encoder"][1] == report.masks[0]["num_tokens"]
+    assert len(stages["encoder"]) == 3  # tokens, not pooled
+    assert report.parameters["encoder"] == report.parameters["target_encoder"] > 0
+    assert report.performance["forward+backward per micro-batch (s)"] > 0
+    with_ac = next(v for k, v in report.performance.items() if k.startswith("activations with "))
+    without = next(v for k, v in report.performance.items() if k.startswith("activations without"))
+    assert 0 < with_ac < without  # checkpointing saves activation memory
+    assert os.path.getsize(report.pictures[0]) > 10_000
+    assert (
+        (tmp_path / "check" / "check.txt")
+        .read_text()
+        .rstrip()
+        .endswith(f"in {report.seconds:.1f} s")
+    )
+
+
+def test_class1_input_not_divisible_by_patch(oct_dataset, tmp_path):
+    report = _check(oct_dataset, tmp_path, "--data.init_args.input_size=[8,32,30]")
+    problem = _error(report, "", "input_size")
+    assert "patch_size" in problem.message
+
+
+def test_class1_blocks_too_large_for_the_grid(oct_dataset, tmp_path):
+    report = _check(
+        oct_dataset,
+        tmp_path,
+        "--data.init_args.masks=[{num_blocks: 8, spatial_scale: [0.9, 0.9]}]",
+        "--data.init_args.min_context_tokens=60",
+    )
+    assert report.errors and "min_context_tokens" in report.errors[0].message
+
+
+def test_class2_channels_the_data_does_not_have(oct_dataset, tmp_path):
+    report = _check(oct_dataset, tmp_path, "--model.init_args.encoder.in_chans=3")
+    assert _error(report, "model.init_args.encoder.in_chans").category == "shape"
+
+
+def test_class3_global_batch_and_batch_larger_than_dataset(oct_dataset, tmp_path):
+    report = _check(oct_dataset, tmp_path, "--global_batch_size=64")
+    assert "accumulate_grad_batches=32" in _error(report, "accumulate_grad_batches").fix
+    report = _check(oct_dataset, tmp_path, "--data.init_args.batch_size=64")
+    assert "fewer than one global batch" in _error(report, "data.init_args.batch_size").message
+
+
+def test_class4_unwritable_locations(oct_dataset, tmp_path, s3_server, monkeypatch):
+    report = _check(oct_dataset, tmp_path, "--checkpoint.dirpath=nosuchscheme://bucket/ckpt")
+    assert "nosuchscheme" in _error(report, "checkpoint.dirpath").message
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    report = _check(oct_dataset, tmp_path, f"--checkpoint.dirpath={a_file}/ckpt")
+    _error(report, "checkpoint.dirpath", "cannot write")
+    # a bucket that does not exist, on a real S3 server (botocore reads the endpoint from env)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server["client_kwargs"]["endpoint_url"])
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    report = _check(oct_dataset, tmp_path, "--checkpoint.dirpath=s3://no-such-bucket/ckpt")
+    _error(report, "checkpoint.dirpath", "no-such-bucket")
+
+
+def test_class5_missing_data_and_wrong_split(oct_dataset, tmp_path):
+    report = run_check(
+        str(TINY_RECIPE),
+        [f"--data.init_args.source={tmp_path}/nope/manifest.tsv"],
+        str(tmp_path / "check"),
+    )
+    assert f"{tmp_path}/nope/manifest.tsv" in _error(report, "data.init_args.source").message
+    report = _check(oct_dataset, tmp_path, "--data.init_args.train_split=training")
+    problem = _error(report, "train_split", "'training'")
+    assert "'train'" in problem.message  # names the splits that exist
+
+
+def test_class6_to_8_contracts():
+    report = CheckReport(recipe="r")
+    check_token_contract(
+        report,
+        [
+            {"stage": "encoder", "shape": [2, 768]},  # pooled: nothing per patch
+            {"stage": "decoder", "shape": [2, 196, 512]},
+        ],
+    )
+    assert report.errors[0].key == "model.init_args.encoder"
+    report = CheckReport(recipe="r")
+    check_token_contract(
+        report,
+        [
+            {"stage": "encoder", "shape": [2, 196, 768]},
+            {"stage": "decoder", "shape": [2, 196, 512]},
+        ],
+    )
+    assert report.errors[0].key == "model.init_args.decoder" and "768" in report.errors[0].message
+    report = CheckReport(recipe="r")
+    check_pretrained_config(
+        report,
+        "ECG encoder",
+        real={"patch_length": 50, "channels": 12},
+        recipe={"patch_length": 64, "channels": 12},
+        keys={"patch_length": "model.init_args.patch_size", "channels": "data.init_args.leads"},
+    )
+    assert [p.key for p in report.errors] == ["model.init_args.patch_size"]
+    report = CheckReport(recipe="r")
+    check_stft_sizes(report, "model.init_args.loss.fft_sizes", [512, 2048], length=1000)
+    assert len(report.errors) == 1 and "2048" in report.errors[0].message
+
+
+def test_class9_non_finite_values_in_stored_data(oct_dataset, tmp_path):
+    ok = _check(oct_dataset, tmp_path / "first")
+    assert not ok.errors
+    prepared = [
+        p
+        for p in (oct_dataset / ".fmtrain_prepared").iterdir()
+        if json.loads((p / "prepare.json").read_text())["size"] == [8, 32, 32]
+    ]
+    damaged = tmp_path / "damaged"
+    shutil.copytree(prepared[0], damaged)
+    train = zarr.open_group(str(damaged / "volumes.zarr"), mode="r+")["train"]
+    for i in range(train.shape[0]):
+        volume = np.asarray(train[i])
+        volume[0, 0, :4] = np.nan
+        train[i] = volume
+    report = _check(
+        oct_dataset,
+        tmp_path,
+        "--data.init_args.source=null",
+        f"--data.init_args.prepared={damaged}",
+    )
+    assert "contain NaN" in _error(report, "data.init_args.prepared").message
+
+
+def test_class10_precision_the_device_cannot_run(oct_dataset, tmp_path):
+    report = _check(oct_dataset, tmp_path, "--trainer.precision=16-mixed")
+    assert _error(report, "trainer.precision").category == "device"
+
+
+def test_command_exit_codes(oct_dataset, tmp_path, capsys):
+    base = [str(TINY_RECIPE), "--out", str(tmp_path / "c")]
+    base += [f"--data.init_args.source={oct_dataset}/manifest.tsv"]
+    base += [f"--trainer.default_root_dir={tmp_path}"]
+    assert main(base) == 0
+    assert "OK: 0 error(s)" in capsys.readouterr().out
+    assert main([*base, "--data.init_args.batch_size=64"]) == 1
+    assert "FAILED" in capsys.readouterr().out
