@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from .data.volume_datamodule import default_masks
+from .engine import batch_finder, checkpoint_io, oom, resume
 
 _DATA_TOOLS = {
     "generate-oct": "write synthetic retinal OCT volumes as DICOM plus manifest.tsv",
@@ -49,6 +50,20 @@ class FmtrainCLI(LightningCLI):
             help="If set, the run refuses to start unless data.batch_size x devices x nodes x "
             "trainer.accumulate_grad_batches equals it.",
         )
+        parser.add_argument(
+            "--resume",
+            type=bool,
+            default=False,
+            help="fit: resume from the newest loadable checkpoint in checkpoint.dirpath when "
+            "ckpt_path is not given; start fresh when there is none.",
+        )
+        parser.add_argument(
+            "--find_micro_batch",
+            type=bool,
+            default=False,
+            help="fit on CUDA: try micro-batches (one real step each), use the largest that fits "
+            "and set trainer.accumulate_grad_batches to keep --global_batch_size (required).",
+        )
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -72,9 +87,32 @@ class FmtrainCLI(LightningCLI):
                 )
                 for kind, name in (("TensorBoardLogger", "tensorboard"), ("CSVLogger", "csv"))
             ]
+        # Default checkpoint IO: atomic saves, so a kill never leaves a half-written checkpoint.
+        if config.trainer.get("plugins") is None:
+            plugin = checkpoint_io.default_checkpoint_io(
+                config.trainer.get("accelerator"), config.trainer.get("strategy")
+            )
+            config.trainer.plugins = Namespace(class_path=plugin) if plugin else None
 
     def before_fit(self) -> None:
+        config = self.config[self.subcommand]
+        if config.get("find_micro_batch"):
+            settings = oom.memory_settings(self.trainer, self.model, self.datamodule)
+            batch_finder.find_micro_batch(
+                self.trainer, self.model, self.datamodule, config.get("global_batch_size"), settings
+            )
         self._check_global_batch()
+
+    def fit(self, model, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        """LightningCLI runs `self.fit` when defined: resume on request, advise on GPU OOM.
+
+        The checkpoint folder is resolved from the built trainer (`resume.checkpoint_dirs`),
+        so a `checkpoint.dirpath` left unset finds the folder Lightning's callback will use.
+        """
+        if self.config[self.subcommand].get("resume") and kwargs.get("ckpt_path") is None:
+            kwargs["ckpt_path"] = resume.resume_checkpoint(self.trainer)
+        with oom.exit_on_oom(oom.memory_settings(self.trainer, model, self.datamodule)):
+            self.trainer.fit(model, **kwargs)
 
     def _check_global_batch(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config

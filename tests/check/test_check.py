@@ -180,3 +180,13 @@ def test_command_exit_codes(oct_dataset, tmp_path, capsys):
     assert "OK: 0 error(s)" in capsys.readouterr().out
     assert main([*base, "--data.init_args.batch_size=64"]) == 1
     assert "FAILED" in capsys.readouterr().out
+
+
+def test_class10_a_compiler_that_fails_is_reported_not_skipped(oct_dataset, tmp_path):
+    report = _check(
+        oct_dataset,
+        tmp_path,
+        "--model.init_args.compile=true",
+        "--model.init_args.compile_backend=no_such_backend",
+    )
+    assert "no_such_backend" in _error(report, "model.init_args.compile").message

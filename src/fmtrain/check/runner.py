@@ -204,8 +204,25 @@ def run_check(recipe: str, overrides: list[str], out_dir: str | None = None) -> 
         if batch is not None and check_batch(report, batch, module, dm):
             report.pictures += save_mask_pictures(batch, module.grid, out)
             module.to("cuda" if cuda else "cpu")
-            run_step(report, module, batch, dm.batch_size, precision if cuda else "32-true")
+            _step(report, module, batch, dm.batch_size, precision if cuda else "32-true")
     return _finish(report, out, start)
+
+
+def _step(report: CheckReport, module, batch, per_device: int, precision: str) -> None:
+    try:
+        run_step(report, module, batch, per_device, precision)
+    except Exception as err:
+        compiled = type(err).__module__.startswith("torch._") and module.compile_backend
+        report.add(
+            "error",
+            "model.init_args.compile" if compiled else "model.init_args",
+            f"forward/backward failed: {type(err).__name__}: {str(err).splitlines()[0]}",
+            "set model.init_args.compile=false (or compile_backend=aot_eager to tell graph "
+            "capture from code generation)"
+            if compiled
+            else "see the message; the stage table above shows how far the shapes got",
+            "device" if compiled else "shape",
+        )
 
 
 def _first_batch(report: CheckReport, dm):

@@ -36,6 +36,10 @@ class VJEPAModule(pl.LightningModule):
         ema: target-encoder momentum schedule.
         loss: "l1" (as in V-JEPA) or "l2".
         rank_every_n_steps: log the effective rank of pooled target features every N steps.
+        compile: compile every transformer block with torch.compile (in place, so
+            checkpoints keep their keys); works with activation checkpointing, which is
+            always the non-reentrant kind. A compiler failure stops the run with its reason.
+        compile_backend: torch.compile backend ("inductor"; "aot_eager" needs no compiler).
         max_consecutive_bad_steps: a step whose loss or gradient is non-finite is skipped
             (no update, no EMA) and the first module that went non-finite is logged; after
             this many in a row, training stops with a checkpoint and a message.
@@ -53,6 +57,8 @@ class VJEPAModule(pl.LightningModule):
         ema: EMAConfig | None = None,
         loss: Literal["l1", "l2"] = "l1",
         rank_every_n_steps: int = 50,
+        compile: bool = False,
+        compile_backend: str = "inductor",
         max_consecutive_bad_steps: int = 5,
     ) -> None:
         super().__init__()
@@ -81,6 +87,20 @@ class VJEPAModule(pl.LightningModule):
             enc.set_grad_checkpointing(True)
             pred.set_grad_checkpointing(True)
         self.method = VJEPA(enc, pred, loss=loss)
+        self.compile_backend = compile_backend if compile else None
+        if compile:
+            try:
+                for part in (
+                    self.method.encoder,
+                    self.method.target_encoder,
+                    self.method.predictor,
+                ):
+                    for block in part.blocks:
+                        block.compile(backend=compile_backend)
+            except Exception as err:  # e.g. an unknown backend: name the key
+                raise ValueError(
+                    f"model.init_args.compile_backend={compile_backend!r}: {err}"
+                ) from err
         self._last_step_time: float | None = None
         self.guard = NumericsGuard(max_consecutive_bad_steps)
         self._last_batch: MaskedBatch | None = None
@@ -181,7 +201,7 @@ class VJEPAModule(pl.LightningModule):
     # --- steps ------------------------------------------------------------------------------
     def training_step(self, batch: MaskedBatch, batch_idx: int) -> torch.Tensor:
         self._last_batch = batch  # a reference, kept for the numerics guard's diagnosis
-        out = self.method(batch.inputs, batch.contexts, batch.targets)
+        out = self._forward_or_explain(batch)
         values = self.schedule_values(self.global_step)
         b = batch.inputs.shape[0]
         metrics = {
@@ -209,6 +229,23 @@ class VJEPAModule(pl.LightningModule):
         self.log_dict(metrics, on_step=True, prog_bar=False, batch_size=b)
         self.log("loss", out.loss, prog_bar=True, logger=False, batch_size=b)
         return out.loss
+
+    def _forward_or_explain(self, batch: MaskedBatch):
+        """The method's forward; a torch.compile failure becomes an error that says so."""
+        if self.compile_backend is None:
+            return self.method(batch.inputs, batch.contexts, batch.targets)
+        try:
+            return self.method(batch.inputs, batch.contexts, batch.targets)
+        except Exception as err:
+            if not type(err).__module__.startswith("torch._"):
+                raise
+            raise RuntimeError(
+                f"torch.compile (backend {self.compile_backend!r}) failed: "
+                f"{type(err).__name__}: {' '.join(str(err).split())[:500]}. "
+                "Set model.init_args.compile=false to train without it, or try "
+                "model.init_args.compile_backend=aot_eager to see whether the graph or the "
+                "code generator is at fault."
+            ) from err
 
     def on_validation_epoch_start(self) -> None:
         self._val_features: list[torch.Tensor] = []

@@ -1,0 +1,179 @@
+"""Checkpoints that a kill at any instant cannot leave half-written under their final name.
+
+Local paths: the checkpoint is written to a hidden temporary file in the same folder
+(``.<name>.<random>.tmp``, never matching ``*.ckpt``), flushed and fsynced, then renamed onto
+the final name with ``os.replace`` (atomic on POSIX), and the folder is fsynced so the rename
+survives a power cut. A reader sees the old file or the new one, never a mix.
+
+URLs (``s3://``, ``gs://``, ``memory://``, through fsspec): one PUT is all-or-nothing, but a
+run can die between writing a checkpoint and anything after it. The rule, defined here once:
+
+    A remote checkpoint ``<name>`` counts only while its commit marker ``<name>.complete``
+    exists and records the object's size. Saving removes the old marker, writes the object,
+    then writes the marker; removing deletes the marker first, then the object.
+
+So a checkpoint killed mid-save (or an overwrite of ``last.ckpt`` killed half-way) has no marker
+and is refused by `AtomicCheckpointIO.load_checkpoint` and skipped by
+`fmtrain.engine.resume.find_last_good_checkpoint`.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from ..data.sources import filesystem, is_remote
+
+log = logging.getLogger("fmtrain")
+
+MARKER_SUFFIX = ".complete"
+TEMP_SUFFIX = ".tmp"
+
+
+class IncompleteCheckpointError(RuntimeError):
+    """A remote checkpoint without a valid commit marker: its save did not finish."""
+
+
+def marker_url(url: str) -> str:
+    """The commit marker that vouches for the remote checkpoint at `url`."""
+    return f"{url}{MARKER_SUFFIX}"
+
+
+def read_marker(url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The marker's record for the remote checkpoint `url`, after checking it matches the object.
+
+    Raises:
+        IncompleteCheckpointError: no marker, or a marker whose size differs from the object's.
+    """
+    fs, path = filesystem(url, storage_options)
+    marker = marker_url(path)
+    if not fs.exists(marker):
+        raise IncompleteCheckpointError(
+            f"{url}: no commit marker {marker_url(url)}, so its save did not finish (the run "
+            "stopped between writing the checkpoint and its marker). It is not loaded. Resume "
+            "from an earlier checkpoint: `fmtrain fit --resume=true` picks the newest complete one."
+        )
+    record = json.loads(fs.cat_file(marker))
+    size = fs.size(path) if fs.exists(path) else None
+    if size != record.get("size"):
+        raise IncompleteCheckpointError(
+            f"{url}: its commit marker records {record.get('size')} bytes but the object has "
+            f"{size}; the checkpoint was replaced or truncated after it was committed. It is not "
+            "loaded; resume from an earlier checkpoint (`fmtrain fit --resume=true`)."
+        )
+    return record
+
+
+def _fsync_dir(folder: str) -> None:
+    # The rename lives in the directory entry; without this a power cut can undo it.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some platforms cannot open a directory
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint IO whose saves are atomic, locally and on object storage.
+
+    Args:
+        storage_options: fsspec options for URLs (credentials, ``client_kwargs.endpoint_url``);
+            a `storage_options` passed to `save_checkpoint` replaces them for that call.
+    """
+
+    def __init__(self, storage_options: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.storage_options = storage_options
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        url = os.fspath(path)
+        if is_remote(url):
+            self._save_remote(checkpoint, url, storage_options or self.storage_options)
+        else:
+            self._save_local(checkpoint, url.removeprefix("file://"))
+
+    def _save_local(self, checkpoint: dict[str, Any], path: str) -> None:
+        folder, name = os.path.split(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        # Orphans of saves killed earlier: same target, never renamed. Only global rank 0 saves.
+        for stale in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.*.tmp")):
+            os.remove(stale)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=TEMP_SUFFIX, dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        _fsync_dir(folder)
+
+    def _save_remote(
+        self, checkpoint: dict[str, Any], url: str, storage_options: dict[str, Any] | None
+    ) -> None:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        data = buffer.getvalue()
+        fs, path = filesystem(url, storage_options)
+        marker = marker_url(path)
+        if fs.exists(marker):  # an overwrite (last.ckpt): uncommit before touching the object
+            fs.rm(marker)
+        fs.pipe_file(path, data)
+        record = {"size": len(data), "global_step": checkpoint.get("global_step")}
+        fs.pipe_file(marker, json.dumps(record).encode())
+
+    def load_checkpoint(
+        self,
+        path: Any,
+        map_location: Callable | None = lambda storage, loc: storage,
+        weights_only: bool | None = None,
+    ) -> dict[str, Any]:
+        url = os.fspath(path)
+        if not is_remote(url):
+            return super().load_checkpoint(path, map_location, weights_only)
+        read_marker(url, self.storage_options)  # refuses an uncommitted checkpoint
+        fs, inner = filesystem(url, self.storage_options)
+        with fs.open(inner, "rb") as f:
+            return torch.load(f, map_location=map_location, weights_only=weights_only)
+
+    def remove_checkpoint(self, path: Any) -> None:
+        url = os.fspath(path)
+        if not is_remote(url):
+            super().remove_checkpoint(path)
+            return
+        fs, inner = filesystem(url, self.storage_options)
+        if fs.exists(marker_url(inner)):
+            fs.rm(marker_url(inner))
+        if fs.exists(inner):
+            fs.rm(inner)
+
+
+def default_checkpoint_io(accelerator: Any, strategy: Any) -> str | None:
+    """The class path that makes `AtomicCheckpointIO` the default `trainer.plugins`, or None.
+
+    XLA (TPU) keeps Lightning's `XLACheckpointIO`: it must move XLA tensors to the host with
+    ``xm.save``, which plain ``torch.save`` cannot do.
+    """
+    names = f"{accelerator} {strategy}".lower()
+    if "xla" in names or "tpu" in names:
+        return None
+    return f"{__name__}.{AtomicCheckpointIO.__name__}"
