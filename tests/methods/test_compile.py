@@ -12,6 +12,7 @@ def _fit(oct_dataset, tmp_path, *extra):
     args = ["fit", "--config", str(TINY_RECIPE)]
     args += [f"--data.init_args.source={oct_dataset}/manifest.tsv", "--trainer.max_steps=3"]
     args += ["--trainer.logger=false", f"--checkpoint.dirpath={tmp_path}/ckpt"]
+    args += [f"--trainer.default_root_dir={tmp_path}"]
     args += [
         "--trainer.limit_val_batches=0",
         "--model.init_args.encoder.activation_checkpointing=true",

@@ -12,6 +12,7 @@ import re
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -265,6 +266,8 @@ def main(argv: list[str]) -> int:
         i = rest.index("--out")
         out = rest[i + 1]
         del rest[i : i + 2]
+    # the CLI is driven from Python here on purpose; Lightning's reminder about it is noise
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     report = run_check(recipe, rest, out)
     print(report.render())
     return 1 if report.errors else 0
