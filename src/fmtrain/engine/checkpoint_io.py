@@ -37,6 +37,8 @@ log = logging.getLogger("fmtrain")
 
 MARKER_SUFFIX = ".complete"
 TEMP_SUFFIX = ".tmp"
+_UMASK = os.umask(0o022)  # read once (the call sets it; put it back at once)
+os.umask(_UMASK)
 
 
 class IncompleteCheckpointError(RuntimeError):
@@ -116,6 +118,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.remove(stale)
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=TEMP_SUFFIX, dir=folder)
         try:
+            os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; a plain open() would not
             with os.fdopen(fd, "wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()

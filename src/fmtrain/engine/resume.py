@@ -17,7 +17,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from ..data.sources import filesystem, is_remote
+from ..data.sources import filesystem, is_remote, join
 from .announce import announce
 from .checkpoint_io import read_marker
 
@@ -41,7 +41,8 @@ def _candidates(dirpath: str, storage_options: dict[str, Any] | None) -> list[st
     names = [p for p in fs.ls(path, detail=False) if p.endswith(".ckpt")]
     # Hidden names are temporaries of an atomic save; markers end in `.complete`, not `.ckpt`.
     names = [p for p in names if not os.path.basename(p).startswith(".")]
-    return sorted(fs.unstrip_protocol(p) if is_remote(dirpath) else p for p in names)
+    # Named under `dirpath` as given, so a caller gets back the spelling it used.
+    return sorted(join(dirpath, os.path.basename(p)) for p in names)
 
 
 def _order_key(url: str, storage_options: dict[str, Any] | None) -> tuple[int, float]:
