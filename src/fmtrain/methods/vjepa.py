@@ -24,6 +24,8 @@ class JEPAOutput:
     loss: torch.Tensor
     loss_per_mask: list[torch.Tensor]
     target_features: torch.Tensor  # target encoder tokens [B, N, D] (final norm, no extra LN)
+    predictions: list[torch.Tensor] | None = None  # per mask family [B, Nt, D]
+    regression_targets: list[torch.Tensor] | None = None  # layer-normed targets [B, Nt, D]
 
 
 class VJEPA(nn.Module):
@@ -67,16 +69,23 @@ class VJEPA(nn.Module):
         with torch.no_grad():
             target_tokens = self.target_encoder(inputs)
             h = F.layer_norm(target_tokens, (target_tokens.shape[-1],))
-        losses = []
+        losses, predictions, regression_targets = [], [], []
         for family, (context_idx, target_idx) in enumerate(zip(contexts, targets, strict=True)):
             # 2. Context encode only the visible tokens.
             z = self.encoder(inputs, keep=context_idx)
             # 3. Predict target-token features from context tokens and their positions.
             prediction = self.predictor(z, context_idx, target_idx, mask_index=family)
             # 4. Regress the layer-normed target features at the target positions.
-            losses.append(self.regression_loss(prediction, gather_tokens(h, target_idx)))
+            target = gather_tokens(h, target_idx)
+            losses.append(self.regression_loss(prediction, target))
+            predictions.append(prediction)
+            regression_targets.append(target)
         return JEPAOutput(
-            loss=torch.stack(losses).mean(), loss_per_mask=losses, target_features=target_tokens
+            loss=torch.stack(losses).mean(),
+            loss_per_mask=losses,
+            target_features=target_tokens,
+            predictions=predictions,
+            regression_targets=regression_targets,
         )
 
     def regression_loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

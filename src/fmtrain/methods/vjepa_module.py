@@ -10,6 +10,8 @@ import lightning.pytorch as pl
 import torch
 
 from ..data.batch import MaskedBatch
+from ..eval.monitors import FIXES as COLLAPSE_FIXES
+from ..eval.monitors import collapse_monitors
 from ..eval.rank import effective_rank
 from ..nn.grid import TokenGrid
 from ..nn.predictor import JEPAPredictor
@@ -35,7 +37,9 @@ class VJEPAModule(pl.LightningModule):
         optimizer: AdamW and its schedules.
         ema: target-encoder momentum schedule.
         loss: "l1" (as in V-JEPA) or "l2".
-        rank_every_n_steps: log the effective rank of pooled target features every N steps.
+        monitor_every_n_steps: every N steps, log collapse monitors on the batch (effective
+            rank of pooled target features, per-dimension std of normalised target
+            features, prediction-target cosine) and warn when they show collapse.
         compile: compile every transformer block with torch.compile (in place, so
             checkpoints keep their keys); works with activation checkpointing, which is
             always the non-reentrant kind. A compiler failure stops the run with its reason.
@@ -56,7 +60,7 @@ class VJEPAModule(pl.LightningModule):
         optimizer: OptimizerConfig | None = None,
         ema: EMAConfig | None = None,
         loss: Literal["l1", "l2"] = "l1",
-        rank_every_n_steps: int = 50,
+        monitor_every_n_steps: int = 50,
         compile: bool = False,
         compile_backend: str = "inductor",
         max_consecutive_bad_steps: int = 5,
@@ -67,7 +71,7 @@ class VJEPAModule(pl.LightningModule):
         self.predictor_config = predictor or PredictorConfig()
         self.optimizer_config = optimizer or OptimizerConfig()
         self.ema_config = ema or EMAConfig()
-        self.rank_every_n_steps = rank_every_n_steps
+        self.monitor_every_n_steps = monitor_every_n_steps
         self.grid = TokenGrid.from_sizes(input_size, patch_size)
         enc = VisionTransformer.from_size(
             self.encoder_config.size,
@@ -103,6 +107,7 @@ class VJEPAModule(pl.LightningModule):
                 ) from err
         self._last_step_time: float | None = None
         self.guard = NumericsGuard(max_consecutive_bad_steps)
+        self.collapse_warnings: list[dict] = []
         self._last_batch: MaskedBatch | None = None
 
     # --- schedules, all pure functions of the optimizer step -------------------------------
@@ -222,13 +227,37 @@ class VJEPAModule(pl.LightningModule):
             metrics["perf/samples_per_sec"] = b / dt
             metrics["perf/tokens_per_sec"] = b * self.grid.num_tokens / dt
         self._last_step_time = now
-        if self.rank_every_n_steps and self.global_step % self.rank_every_n_steps == 0 and b > 1:
-            metrics["collapse/train_batch_effective_rank"] = effective_rank(
-                out.target_features.mean(dim=1)
-            )
+        every = self.monitor_every_n_steps
+        if every and self.global_step % every == 0 and b > 1:
+            # straight to the loggers: through self.log, Lightning would repeat the last
+            # value at every step in between, drawing flat lines that were never measured
+            monitors = self._collapse_metrics(out)
+            for logger in self.loggers:
+                logger.log_metrics(monitors, step=self.global_step)
         self.log_dict(metrics, on_step=True, prog_bar=False, batch_size=b)
         self.log("loss", out.loss, prog_bar=True, logger=False, batch_size=b)
         return out.loss
+
+    def _collapse_metrics(self, out) -> dict[str, float]:
+        verdict = collapse_monitors(
+            out.target_features,
+            torch.cat([p.flatten(0, 1) for p in out.predictions]),
+            torch.cat([t.flatten(0, 1) for t in out.regression_targets]),
+        )
+        if verdict["collapsed"]:
+            self.collapse_warnings.append({"step": self.global_step, "reason": verdict["reason"]})
+            log.warning(
+                "step %d: features look collapsed: %s. Usual fixes: %s",
+                self.global_step,
+                verdict["reason"],
+                COLLAPSE_FIXES,
+            )
+        return {
+            "collapse/train_batch_effective_rank": verdict["effective_rank"],
+            "collapse/normalized_feature_std": verdict["feature_std"],
+            "collapse/prediction_target_cosine": verdict["prediction_cosine"],
+            "collapse/warning": float(verdict["collapsed"]),
+        }
 
     def _forward_or_explain(self, batch: MaskedBatch):
         """The method's forward; a torch.compile failure becomes an error that says so."""

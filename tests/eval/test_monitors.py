@@ -1,0 +1,66 @@
+"""Collapse monitors on matrices with known answers, and in a real training log."""
+
+import csv
+import math
+
+import pytest
+import torch
+
+from fmtrain.cli import run_cli
+from fmtrain.eval.monitors import collapse_monitors, normalized_feature_std, prediction_cosine
+from fmtrain.eval.rank import effective_rank
+from tests.conftest import TINY_RECIPE
+
+
+def test_rank_one_features_are_flagged_and_isotropic_ones_are_not():
+    g = torch.Generator().manual_seed(0)
+    direction = torch.randn(64, generator=g)
+    scales = torch.randn(256, 1, 1, generator=g)
+    rank_one = scales * direction + 1e-4 * torch.randn(256, 4, 64, generator=g)
+    isotropic = torch.randn(256, 4, 64, generator=g)
+    assert effective_rank(rank_one.mean(1)) < 1.5
+    assert effective_rank(isotropic.mean(1)) > 40
+    flagged = collapse_monitors(rank_one, None, None)
+    healthy = collapse_monitors(isotropic, None, None)
+    assert flagged["collapsed"] and "effective rank" in flagged["reason"]
+    assert not healthy["collapsed"], healthy["reason"]
+    # isotropic features spread over the sphere: per-dimension std close to 1/sqrt(D)
+    assert healthy["feature_std"] == pytest.approx(1 / math.sqrt(64), rel=0.1)
+
+
+def test_features_collapsed_to_a_point_have_no_spread():
+    point = torch.randn(1, 1, 32).expand(100, 8, 32) + 1e-6 * torch.randn(100, 8, 32)
+    assert normalized_feature_std(point) < 1e-4
+    verdict = collapse_monitors(point, None, None)
+    assert verdict["collapsed"] and "std" in verdict["reason"]
+
+
+def test_prediction_cosine_known_values():
+    x = torch.randn(4, 10, 16)
+    assert prediction_cosine(x, x) == pytest.approx(1.0)
+    assert prediction_cosine(x, -x) == pytest.approx(-1.0)
+    assert abs(prediction_cosine(x, torch.randn(4, 10, 16))) < 0.2
+
+
+@pytest.mark.slow
+def test_training_logs_the_collapse_monitors(oct_dataset, tmp_path):
+    run_cli(
+        [
+            "fit",
+            "--config",
+            str(TINY_RECIPE),
+            f"--data.init_args.source={oct_dataset}/manifest.tsv",
+            "--trainer.max_steps=3",
+            "--trainer.limit_val_batches=0",
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--checkpoint.dirpath={tmp_path}/ckpt",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+        ]
+    )
+    with (tmp_path / "csv" / "metrics.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r.get("collapse/normalized_feature_std")]
+    assert [int(r["step"]) for r in rows] == [0, 2]  # every monitor_every_n_steps=2
+    for r in rows:
+        assert 0 < float(r["collapse/normalized_feature_std"]) < 1
+        assert -1 <= float(r["collapse/prediction_target_cosine"]) <= 1
+        assert float(r["collapse/train_batch_effective_rank"]) >= 1
