@@ -4,6 +4,7 @@ fmtrain fit --config recipes/oct_vjepa_demo.yaml [--trainer.max_steps 100 ...]
 fmtrain generate-oct --out_dir data/oct --num_participants 64 --scale 0.25
 fmtrain prepare data/oct/manifest.tsv s3://bucket/oct-prepared --size [64,384,384]
 fmtrain check recipes/oct_vjepa_demo.yaml
+fmtrain probe recipes/oct_vjepa_demo.yaml --ckpt demo_output/run/checkpoints/last.ckpt
 fmtrain demo
 """
 
@@ -22,6 +23,8 @@ from .engine import batch_finder, checkpoint_io, oom, resume
 _DATA_TOOLS = {
     "generate-oct": "write synthetic retinal OCT volumes as DICOM plus manifest.tsv",
     "check": "build a recipe, pull real batches, run a step; report shapes, masks, problems",
+    "probe": "score a checkpoint's frozen encoder with linear/k-NN/attentive probes vs random init",
+    "embed": "write a checkpoint's per-sample embeddings with their ids (.npz)",
     "prepare": "raw volumes (manifest, file list or folder; path or URL) -> prepared zarr",
     "demo": "generate data, pretrain V-JEPA on the CPU, report loss and feature rank",
 }
@@ -163,6 +166,20 @@ def _prepare(args: list[str]) -> None:
     )
 
 
+def _probe_or_embed(command: str, args: list[str]) -> None:
+    from jsonargparse import CLI
+
+    from .eval.probe_command import run_embed, run_probe
+
+    if command == "embed":
+        path = CLI(run_embed, args=args, description=_DATA_TOOLS["embed"])
+        print(f"embeddings written to {path}")
+        return
+    result = CLI(run_probe, args=args, description=_DATA_TOOLS["probe"])
+    print(result.get("table", "no checkpoint given: random-init baselines only (probe.json)"))
+    print(f"probe results: {result['seconds']} s; details in probe.json")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `fmtrain` command."""
     from_shell = argv is None
@@ -178,6 +195,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         from .check.runner import main as check_main
 
         sys.exit(check_main(argv[1:]))
+    if argv and argv[0] in ("probe", "embed"):
+        _probe_or_embed(argv[0], argv[1:])
+        return
     if argv and argv[0] == "prepare":
         _prepare(argv[1:])
         return

@@ -1,0 +1,94 @@
+"""Frozen encoders -> per-sample embeddings, and the labels that go with them.
+
+`fmtrain embed` writes them for users' own downstream work; `fmtrain probe` scores them.
+For JEPA the encoder that is evaluated is the EMA target encoder, as in V-JEPA.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger("fmtrain")
+
+__all__ = ["embed_split", "load_pretrained", "random_encoder", "read_labels", "save_embeddings"]
+
+
+def load_pretrained(recipe: str, ckpt: str | None, overrides: list[str]):
+    """Build the recipe's module and datamodule (no trainer run) and load `ckpt` into it."""
+    from ..cli import run_cli
+
+    args = ["--config", recipe, *overrides, "--trainer.logger=false"]
+    cli = run_cli(args, run=False)
+    if ckpt:
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        missing, unexpected = cli.model.load_state_dict(state["state_dict"], strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"{ckpt} does not fit the recipe {recipe}: missing {missing[:5]}, unexpected "
+                f"{unexpected[:5]} — was it trained with another model.encoder size?"
+            )
+        log.info("loaded %s (global_step %s)", ckpt, state.get("global_step"))
+    return cli.model, cli.datamodule
+
+
+def random_encoder(module, seed: int) -> nn.Module:
+    """A randomly initialised encoder of the same architecture as `module`'s."""
+    from ..nn.vit import VisionTransformer
+
+    torch.manual_seed(seed)
+    cfg = module.encoder_config
+    return VisionTransformer.from_size(cfg.size, grid=module.grid, in_chans=cfg.in_chans)
+
+
+@torch.no_grad()
+def embed_split(
+    encoder: nn.Module, volumes, *, batch_size: int = 16, keep_tokens: bool = True
+) -> dict[str, Any]:
+    """Encode every volume of a prepared split: pooled [N, D], tokens [N, T, D] (optional),
+    and the sample keys, participants and devices, in split order."""
+    encoder.eval()
+    pooled, tokens = [], []
+    for start in range(0, len(volumes), batch_size):
+        stop = min(start + batch_size, len(volumes))
+        x = torch.stack([volumes.load(i) for i in range(start, stop)])
+        out = encoder(x).float()
+        pooled.append(out.mean(dim=1))
+        if keep_tokens:
+            tokens.append(out.half())  # half the memory; probes cast back to float
+    samples = volumes.samples
+    return {
+        "pooled": torch.cat(pooled).numpy(),
+        "tokens": torch.cat(tokens).numpy() if keep_tokens else None,
+        "keys": [s["key"] for s in samples],
+        "participants": [s["participant_id"] for s in samples],
+        "devices": [s["device"] for s in samples],
+    }
+
+
+def read_labels(path: str | Path) -> dict[str, dict[str, str]]:
+    """labels.tsv (or .csv) rows by ``filepath`` (the key prepared samples carry)."""
+    path = Path(path)
+    delimiter = "\t" if path.suffix == ".tsv" else ","
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f, delimiter=delimiter))
+    if not rows or "filepath" not in rows[0]:
+        raise ValueError(f"{path}: a labels file needs a header with a 'filepath' column")
+    return {r["filepath"]: r for r in rows}
+
+
+def save_embeddings(path: str | Path, embedded: dict[str, Any]) -> None:
+    """NPZ with ``ids`` (sample keys), ``participants``, ``devices`` and ``embeddings``."""
+    np.savez_compressed(
+        path,
+        ids=np.asarray(embedded["keys"]),
+        participants=np.asarray(embedded["participants"]),
+        devices=np.asarray(embedded["devices"]),
+        embeddings=embedded["pooled"].astype(np.float32),
+    )

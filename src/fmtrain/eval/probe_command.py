@@ -1,0 +1,206 @@
+"""`fmtrain probe` and `fmtrain embed`: frozen-encoder evaluation from a recipe and checkpoint.
+
+Probe tasks come from a labels file joined on the sample key (the manifest ``filepath``):
+every column other than ids becomes a task (numeric -> regression, text -> classification),
+plus a device-shift version of each classification task: trained on the training split's
+most common device, tested on the test split's other devices. Every probe also scores
+randomly initialised encoders of the same architecture (several seeds) on the same split,
+so the gain from pretraining is printed beside its paired interval.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.prepared import PreparedDataset
+from .embed import embed_split, load_pretrained, random_encoder, read_labels, save_embeddings
+from .probes import Task, compare, format_table, run_probes
+
+log = logging.getLogger("fmtrain")
+
+__all__ = ["run_embed", "run_probe"]
+
+_ID_COLUMNS = {"participant_id", "sop_instance_uid", "filepath", "device", "key"}
+
+
+def _default_labels(dm) -> str | None:
+    if dm.source and "://" not in dm.source:
+        candidate = Path(dm.source).parent / "labels.tsv"
+        return str(candidate) if candidate.exists() else None
+    return None
+
+
+def _tasks(labels: dict[str, dict[str, str]]) -> list[Task]:
+    first = next(iter(labels.values()))
+    tasks = []
+    for column in first:
+        if column in _ID_COLUMNS:
+            continue
+        values = [r[column] for r in labels.values() if r[column] != ""]
+        try:
+            [float(v) for v in values]
+            kind = "regression"
+        except ValueError:
+            kind = "classification"
+        tasks.append(Task(column, kind))
+    return tasks
+
+
+def _with_labels(embedded: dict, labels: dict, tasks: list[Task], rows=None) -> dict[str, Any]:
+    rows = range(len(embedded["keys"])) if rows is None else rows
+    out: dict[str, Any] = {
+        "pooled": embedded["pooled"][rows],
+        "groups": np.asarray(embedded["participants"])[rows],
+    }
+    if embedded.get("tokens") is not None:
+        out["tokens"] = embedded["tokens"][rows].astype(np.float32)
+    for task in tasks:
+        values = [labels.get(embedded["keys"][i], {}).get(task.name, "") for i in rows]
+        if task.kind == "regression":
+            out[task.name] = np.asarray([float(v) if v != "" else np.nan for v in values])
+        else:
+            out[task.name] = np.asarray([v if v != "" else None for v in values], dtype=object)
+    return out
+
+
+def _device_shift(train: dict, test: dict) -> tuple[str, list[int], list[int]] | None:
+    source = Counter(train["devices"]).most_common(1)[0][0]
+    train_rows = [i for i, d in enumerate(train["devices"]) if d == source]
+    test_rows = [i for i, d in enumerate(test["devices"]) if d != source]
+    if len(train_rows) < 4 or not test_rows:
+        return None
+    return source, train_rows, test_rows
+
+
+def _score(embeddings: dict, labels, tasks, seed, n_boot, probes) -> dict[str, Any]:
+    train, test = embeddings["train"], embeddings["test"]
+    result = run_probes(
+        _with_labels(train, labels, tasks),
+        _with_labels(test, labels, tasks),
+        tasks,
+        seed,
+        probes=probes,
+        n_boot=n_boot,
+    )
+    shift = _device_shift(train, test)
+    classification = [t for t in tasks if t.kind == "classification"]
+    if shift and classification:
+        source, train_rows, test_rows = shift
+        shifted = run_probes(
+            _with_labels(train, labels, classification, train_rows),
+            _with_labels(test, labels, classification, test_rows),
+            classification,
+            seed,
+            probes=probes,
+            n_boot=n_boot,
+        )
+        for name, value in shifted["tasks"].items():
+            result["tasks"][f"{name} (trained on {source}, tested on other devices)"] = value
+    return result
+
+
+def run_probe(
+    recipe: str,
+    ckpt: str | None = None,
+    labels: str | None = None,
+    out_dir: str = "probe_output",
+    train_split: str = "train",
+    test_split: str = "test",
+    random_seeds: int = 3,
+    probes: tuple[str, ...] = ("linear", "knn", "attentive"),
+    n_boot: int = 1000,
+    overrides: list[str] | None = None,
+) -> dict[str, Any]:
+    """Probe the pretrained (EMA target) encoder and `random_seeds` random-init encoders.
+
+    Args:
+        recipe: the recipe the checkpoint was trained with (its data section says where the
+            prepared data is).
+        ckpt: checkpoint to evaluate (None: only random-init encoders, for a baseline).
+        labels: labels file (TSV/CSV with a ``filepath`` column); default: labels.tsv beside
+            the recipe's data.source.
+        out_dir: where probe.json and probe.txt go.
+        train_split: split the probes are fitted on.
+        test_split: split they are scored on (participants disjoint from train_split).
+        random_seeds: randomly initialised encoders to compare with (at least 3 advised).
+        probes: any of "linear", "knn", "attentive".
+        n_boot: bootstrap resamples for every interval.
+        overrides: extra recipe overrides, e.g. ["--data.init_args.source=..."].
+
+    Returns:
+        {"pretrained": run_probes result, "random": [...], "comparison": ..., "table": str}
+    """
+    start = time.perf_counter()
+    module, dm = load_pretrained(recipe, ckpt, list(overrides or []))
+    dm.prepare_data()
+    dataset = PreparedDataset(dm.prepared, dm.storage_options)
+    splits = {"train": dataset.split(train_split), "test": dataset.split(test_split)}
+    labels_path = labels or _default_labels(dm)
+    if labels_path is None:
+        raise FileNotFoundError(
+            "no labels: pass --labels FILE (TSV/CSV with a 'filepath' column matching the "
+            "manifest, plus one column per task)"
+        )
+    table = read_labels(labels_path)
+    tasks = _tasks(table)
+    keep_tokens = "attentive" in probes
+    encoders = {"pretrained": module.method.target_encoder} if ckpt else {}
+    encoders |= {f"random-{s}": random_encoder(module, seed=1000 + s) for s in range(random_seeds)}
+    results = {}
+    for name, encoder in encoders.items():
+        log.info("probing %s", name)
+        embeddings = {
+            k: embed_split(encoder, v, keep_tokens=keep_tokens) for k, v in splits.items()
+        }
+        results[name] = _score(embeddings, table, tasks, 0, n_boot, probes)
+    random = [v for k, v in results.items() if k.startswith("random")]
+    output: dict[str, Any] = {
+        "recipe": recipe,
+        "checkpoint": ckpt,
+        "labels": labels_path,
+        "splits": {k: len(v) for k, v in splits.items()},
+        "tasks": [t.__dict__ for t in tasks],
+        "pretrained": results.get("pretrained"),
+        "random": random,
+    }
+    if ckpt and random:
+        output["comparison"] = compare(results["pretrained"], random, n_boot=n_boot)
+        output["table"] = format_table(output["comparison"])
+    output["seconds"] = round(time.perf_counter() - start, 1)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "probe.json").write_text(json.dumps(output))
+    if "table" in output:
+        (out / "probe.txt").write_text(output["table"] + "\n")
+    return output
+
+
+def run_embed(
+    recipe: str,
+    ckpt: str,
+    out: str = "embeddings.npz",
+    split: str = "test",
+    overrides: list[str] | None = None,
+) -> str:
+    """Write the EMA target encoder's mean-pooled embeddings of one split, with sample ids.
+
+    Args:
+        recipe: the recipe the checkpoint was trained with.
+        ckpt: the checkpoint.
+        out: output .npz (arrays ``ids``, ``participants``, ``devices``, ``embeddings``).
+        split: which prepared split to embed.
+        overrides: extra recipe overrides.
+    """
+    module, dm = load_pretrained(recipe, ckpt, list(overrides or []))
+    dm.prepare_data()
+    volumes = PreparedDataset(dm.prepared, dm.storage_options).split(split)
+    embedded = embed_split(module.method.target_encoder, volumes, keep_tokens=False)
+    save_embeddings(out, embedded)
+    return out
