@@ -8,14 +8,17 @@ import logging
 import time
 from pathlib import Path
 
-import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from .check.pictures import save_mask_pictures
 from .cli import run_cli
 from .data.generate import generate_oct_dataset
+from .data.prepared import PreparedDataset
 from .eval.collapse import rank_against_random_init
+from .eval.embed import embed_split, random_encoder, read_labels
+from .eval.probe_command import run_probe
+from .eval.report import plot_curves, plot_pca, write_report
 from .methods import VJEPAModule
-from .nn.vit import VisionTransformer
 
 log = logging.getLogger("fmtrain")
 
@@ -27,6 +30,36 @@ def _loss_curve(csv_path: Path) -> list[tuple[int, float]]:
             for row in csv.DictReader(f)
             if row.get("train/loss")
         ]
+
+
+def _report(cli, recipe: str, data: Path, out: Path, results: dict) -> str:
+    """Probe table, curves, mask picture and PCA map -> out/report.md."""
+    module, dm = cli.model, cli.datamodule
+    source = [f"--data.init_args.source={data / 'manifest.tsv'}"]
+    probe = run_probe(
+        recipe,
+        results["checkpoint"],
+        out_dir=str(out / "probe"),
+        random_seeds=3,
+        n_boot=500,
+        overrides=source,
+    )
+    csv_logger = next(lg for lg in cli.trainer.loggers if isinstance(lg, CSVLogger))
+    plot_curves(Path(csv_logger.log_dir) / "metrics.csv", out / "curves.png")
+    save_mask_pictures(next(iter(dm.val_dataloader())), module.grid, out)
+    test = PreparedDataset(dm.prepared).split("test")
+    labels = read_labels(data / "labels.tsv")
+    pathology = [labels[s["key"]]["pathology"] for s in test.samples]
+    panels = {
+        name: (embed_split(encoder, test, keep_tokens=False)["pooled"], pathology)
+        for name, encoder in (
+            ("pretrained (EMA target encoder)", module.method.target_encoder),
+            ("random init", random_encoder(module, seed=1000)),
+        )
+    }
+    plot_pca(panels, out / "pca.png")
+    print(probe["table"])
+    return write_report(out, results, probe["table"])
 
 
 def run_demo(
@@ -66,11 +99,9 @@ def run_demo(
     module: VJEPAModule = cli.model
     dm = cli.datamodule
     held_out = [b.inputs for b in dm.val_dataloader()]
-    torch.manual_seed(12345)
-    random_encoder = VisionTransformer.from_size(
-        module.encoder_config.size, grid=module.grid, in_chans=module.encoder_config.in_chans
+    ranks = rank_against_random_init(
+        module.method.target_encoder, random_encoder(module, seed=12345), held_out
     )
-    ranks = rank_against_random_init(module.method.target_encoder, random_encoder, held_out)
     csv_logger = next(lg for lg in cli.trainer.loggers if isinstance(lg, CSVLogger))
     tb_logger = next(lg for lg in cli.trainer.loggers if isinstance(lg, TensorBoardLogger))
     curve = _loss_curve(Path(csv_logger.log_dir) / "metrics.csv")
@@ -87,6 +118,11 @@ def run_demo(
         "checkpoint": cli.trainer.checkpoint_callback.last_model_path,
         "tensorboard": f"tensorboard --logdir {tb_logger.log_dir}",
     }
+    print("[demo] probing the frozen encoder against 3 random-init encoders ...")
+    results["recipe"] = recipe
+    results["collapse_warnings"] = module.collapse_warnings
+    results["report"] = _report(cli, recipe, data, out, results)
+    results["wall_seconds"] = round(time.perf_counter() - start, 1)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print("\n[demo] done in {:.0f} s".format(results["wall_seconds"]))
     print(
@@ -102,4 +138,5 @@ def run_demo(
     print(f"[demo] results: {out / 'results.json'}")
     print(f"[demo] checkpoint: {results['checkpoint']}")
     print(f"[demo] curves: {results['tensorboard']}")
+    print(f"[demo] report (curves, masks, probe table, embedding map): {results['report']}")
     return results

@@ -1,0 +1,77 @@
+"""`fmtrain probe` and `fmtrain embed` end to end on a tiny pretrained checkpoint."""
+
+import numpy as np
+import pytest
+
+from fmtrain.cli import run_cli
+from fmtrain.data.prepared import PreparedDataset
+from fmtrain.eval.probe_command import run_embed, run_probe
+from tests.conftest import TINY_RECIPE
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(oct_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("probe_ckpt")
+    cli = run_cli(
+        [
+            "fit",
+            "--config",
+            str(TINY_RECIPE),
+            f"--data.init_args.source={oct_dataset}/manifest.tsv",
+            "--trainer.max_steps=2",
+            "--trainer.limit_val_batches=0",
+            "--trainer.logger=false",
+            f"--trainer.default_root_dir={out}",
+            f"--checkpoint.dirpath={out}/ckpt",
+        ]
+    )
+    return cli.trainer.checkpoint_callback.last_model_path, cli.datamodule.prepared
+
+
+def _source(oct_dataset):
+    return [f"--data.init_args.source={oct_dataset}/manifest.tsv"]
+
+
+@pytest.mark.slow
+def test_probe_scores_pretrained_and_random_encoders_on_the_generator_labels(
+    oct_dataset, tiny_checkpoint, tmp_path
+):
+    ckpt, _ = tiny_checkpoint
+    result = run_probe(
+        str(TINY_RECIPE),
+        ckpt,
+        out_dir=str(tmp_path),
+        test_split="val",
+        random_seeds=2,
+        probes=("linear", "knn"),
+        n_boot=50,
+        overrides=_source(oct_dataset),
+    )
+    tasks = {t["name"]: t["kind"] for t in result["tasks"]}
+    assert tasks == {"pathology": "classification", "foveal_thickness_mm": "regression"}
+    assert len(result["random"]) == 2
+    rows = result["comparison"]["rows"]
+    assert {(r["task"], r["probe"]) for r in rows} >= {
+        ("pathology", "linear"),
+        ("foveal_thickness_mm", "knn"),
+    }
+    for row in rows:
+        assert len(row["random"]["values"]) == 2
+        gain = row["gain"]["value"]
+        expected = row["pretrained"]["value"] - np.mean(row["random"]["values"])
+        assert np.isnan(gain) or gain == pytest.approx(expected, abs=1e-9)
+    assert (tmp_path / "probe.json").exists() and "gain" in (tmp_path / "probe.txt").read_text()
+
+
+def test_embed_writes_one_row_per_sample_with_its_id(oct_dataset, tiny_checkpoint, tmp_path):
+    ckpt, prepared = tiny_checkpoint
+    path = run_embed(
+        str(TINY_RECIPE), ckpt, str(tmp_path / "e.npz"), split="val", overrides=_source(oct_dataset)
+    )
+    saved = np.load(path)
+    samples = PreparedDataset(prepared).split("val").samples
+    assert list(saved["ids"]) == [s["key"] for s in samples]
+    assert list(saved["participants"]) == [s["participant_id"] for s in samples]
+    assert saved["embeddings"].shape == (len(samples), 64)  # vit_test width
+    assert np.isfinite(saved["embeddings"]).all()
+    assert np.unique(saved["embeddings"], axis=0).shape[0] == len(samples)  # not constant
