@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .sources import exists, join, read_bytes
+from .sources import exists, is_remote, join, read_bytes
 
 __all__ = ["PreparedDataset", "PreparedSplit", "open_zarr_group"]
 
@@ -33,7 +33,7 @@ def open_zarr_group(url: str, storage_options: dict[str, Any] | None, mode: str)
     import zarr
 
     target = join(url, "volumes.zarr")
-    if "://" in target and not target.startswith("file://"):
+    if is_remote(target):
         return zarr.open_group(target, mode=mode, storage_options=storage_options or {})
     return zarr.open_group(target.removeprefix("file://"), mode=mode)
 
