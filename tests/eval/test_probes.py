@@ -18,6 +18,7 @@ from fmtrain.eval.bootstrap import (
     paired_bootstrap_diff,
 )
 from fmtrain.eval.probes import (
+    ATTENTIVE_LR_GRID,
     METRICS,
     Task,
     accuracy,
@@ -376,3 +377,21 @@ def test_input_errors_name_the_problem(separable):
         run_probes(train, train, [Task("age", "regression")], probes=("knn",))
     with pytest.raises(ValueError, match="kind"):
         Task("label", "ordinal")
+
+
+def test_attentive_learning_rate_is_chosen_on_held_out_training_participants():
+    rng = np.random.default_rng(5)
+    centers = _unit_centers(rng, 3, 6.0)
+    train, test = _blobs(rng, centers, 40), _blobs(rng, centers, 20)
+    task = [Task("label", "classification")]
+    fast = {"epochs": 5}
+    chosen = run_probes(
+        train, test, task, probes=("attentive",), n_boot=20, options={"attentive": fast}
+    )
+    info = chosen["tasks"]["label"]["probes"]["attentive"]["info"]
+    assert info["lr"] in ATTENTIVE_LR_GRID and np.isfinite(info["best_val_loss"])
+    fixed = run_probes(
+        train, test, task, probes=("attentive",), n_boot=20,
+        options={"attentive": {**fast, "lr": 1e-3}},
+    )  # fmt: skip
+    assert fixed["tasks"]["label"]["probes"]["attentive"]["info"]["lr"] == 1e-3

@@ -34,6 +34,7 @@ from .bootstrap import bootstrap_ci, mean_paired_diff
 
 Kind = Literal["classification", "regression"]
 PROBES = ("linear", "knn", "attentive")
+ATTENTIVE_LR_GRID = (3e-4, 1e-3, 3e-3)
 C_GRID = (0.01, 0.1, 1.0, 10.0)
 ALPHA_GRID = (0.1, 1.0, 10.0, 100.0, 1000.0)
 
@@ -368,10 +369,22 @@ def _run_one_probe(
         return pred, {"C" if task.kind == "classification" else "alpha": value}
     if probe == "knn":
         return knn_probe(tr["pooled"], tr["y"], te["pooled"], task.kind, **options), {}
-    fit = fit_attentive_probe(
-        tr["tokens"], tr["y"], te["tokens"], task.kind, seed, train_groups=tr["groups"], **options
-    )
-    return fit.predictions, {"best_epoch": fit.best_epoch, "best_val_loss": fit.best_val_loss}
+    # The learning rate is chosen like the linear probe's C: by the loss on a held-out,
+    # participant-grouped slice of the training split. One fixed rate is not safe: features
+    # with little spread (e.g. after JEPA pretraining) made 3e-3 diverge in one epoch
+    # while 3e-4 trained, and random-init features showed the opposite preference.
+    rates = [options["lr"]] if "lr" in options else list(ATTENTIVE_LR_GRID)
+    rest = {k: v for k, v in options.items() if k != "lr"}
+    fits = {
+        lr: fit_attentive_probe(
+            tr["tokens"], tr["y"], te["tokens"], task.kind, seed,
+            train_groups=tr["groups"], lr=lr, **rest,
+        )
+        for lr in rates
+    }  # fmt: skip
+    lr, fit = min(fits.items(), key=lambda item: item[1].best_val_loss)
+    info = {"lr": lr, "best_epoch": fit.best_epoch, "best_val_loss": fit.best_val_loss}
+    return fit.predictions, info
 
 
 def _probe_task(
