@@ -75,6 +75,9 @@ def main() -> None:
     parser.add_argument("--max_steps", type=int, default=None)
     parser.add_argument("--cpu", action="store_true", help="the demo-sized model, see above")
     parser.add_argument("--n_boot", type=int, default=1000)
+    parser.add_argument(
+        "--probes", nargs="+", default=["linear", "knn", "attentive"], help="which probes"
+    )
     args = parser.parse_args()
     start = time.perf_counter()
     data = args.out / "data"
@@ -90,7 +93,12 @@ def main() -> None:
     fit_seconds = time.perf_counter() - start
     ckpt = cli.trainer.checkpoint_callback.last_model_path
     result = run_probe(
-        str(RECIPE), ckpt, out_dir=str(args.out / "probe"), n_boot=args.n_boot, overrides=overrides
+        str(RECIPE),
+        ckpt,
+        out_dir=str(args.out / "probe"),
+        n_boot=args.n_boot,
+        probes=tuple(args.probes),
+        overrides=overrides,
     )
     verdict = _verdict(result)
     summary = {
