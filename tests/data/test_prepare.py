@@ -142,3 +142,27 @@ def test_missing_split_names_the_splits_that_exist(oct_dataset, tmp_path):
     shutil.rmtree(tmp_path / "out")
     with pytest.raises(FileNotFoundError, match="fmtrain prepare"):
         PreparedDataset(str(tmp_path / "out"))
+
+
+def test_datamodule_finishes_an_interrupted_preparation(oct_dataset, tmp_path):
+    from fmtrain.data.volume_datamodule import VolumeDataModule
+    from fmtrain.masks import MultiBlockSpec
+
+    out = tmp_path / "prepared"
+    dm = VolumeDataModule(
+        source=str(oct_dataset / "manifest.tsv"),
+        prepared=str(out),
+        input_size=SIZE,
+        spacing=SPACING,
+        patch_size=(2, 8, 8),
+        masks=[MultiBlockSpec(num_blocks=2, spatial_scale=(0.2, 0.2))],
+        split_fractions={"train": 0.75, "val": 0.25},
+        prepare_workers=1,
+    )
+    dm.prepare_data()
+    # as a kill mid-way leaves it: no summary, one volume without its record
+    (out / "summary.json").unlink()
+    sorted((out / "progress" / "train").iterdir())[0].unlink()
+    dm.prepare_data()
+    dm.setup("fit")
+    assert len(dm.train_volumes) + len(dm.val_volumes) == 12

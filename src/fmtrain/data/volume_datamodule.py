@@ -20,7 +20,7 @@ from .augment import AugmentConfig, augment
 from .batch import MaskCollator, MaskedBatch
 from .prepare import prepare_dataset, prepare_params_match
 from .prepared import PreparedDataset, PreparedSplit
-from .sources import exists, is_remote, join
+from .sources import exists, is_remote, join, read_bytes
 from .splits import DEFAULT_FRACTIONS
 from .stream import PretrainStream
 
@@ -176,9 +176,10 @@ class VolumeDataModule(pl.LightningDataModule):
     # --- Lightning hooks ------------------------------------------------------------------
     def prepare_data(self) -> None:
         """Prepare the raw source once; later runs (and resumes) reuse the result."""
-        done = exists(join(self.prepared, "summary.json"), self.storage_options)
-        if done and PreparedDataset(self.prepared, self.storage_options).summary["complete"]:
-            return
+        summary = join(self.prepared, "summary.json")
+        options = self.storage_options
+        if exists(summary, options) and json.loads(read_bytes(summary, options)).get("complete"):
+            return  # an incomplete one (interrupted, or too many skips) is prepared again
         if self.source is None:
             raise FileNotFoundError(
                 f"data.prepared={self.prepared}: no complete prepared dataset there, and no "
