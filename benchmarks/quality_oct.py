@@ -76,6 +76,11 @@ def main() -> None:
     parser.add_argument("--cpu", action="store_true", help="the demo-sized model, see above")
     parser.add_argument("--n_boot", type=int, default=1000)
     parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from the newest checkpoint in OUT/ckpt",
+    )
+    parser.add_argument(
         "--probes", nargs="+", default=["linear", "knn", "attentive"], help="which probes"
     )
     args = parser.parse_args()
@@ -89,6 +94,7 @@ def main() -> None:
         overrides.append(f"--trainer.max_steps={args.max_steps}")
     fit_args = ["fit", "--config", str(RECIPE), *overrides]
     fit_args += [f"--trainer.default_root_dir={args.out}", f"--checkpoint.dirpath={args.out}/ckpt"]
+    fit_args += ["--resume=true"] if args.resume else []
     cli = run_cli(fit_args)
     fit_seconds = time.perf_counter() - start
     ckpt = cli.trainer.checkpoint_callback.last_model_path
@@ -107,6 +113,7 @@ def main() -> None:
         else platform.processor() or "cpu",
         "cpu_preset": args.cpu,
         "steps": cli.trainer.global_step,
+        "resumed": args.resume,
         "fit_seconds_including_data": round(fit_seconds, 1),
         "wall_seconds": round(time.perf_counter() - start, 1),
         "test_volumes": result["splits"]["test"],

@@ -269,12 +269,16 @@ def test_sigkill_at_random_instants_leaves_loadable_checkpoints_and_resume_conti
 ):
     seed = int(time.time())
     rng = random.Random(seed)
-    folder, max_steps, kills = tmp_path / "ckpt", 40, 4
+    # The killed launches aim at a step they cannot reach in their ~1 s, so each kill lands
+    # mid-run however fast the machine is (a fixed small target was reached before the last
+    # kill on a fast CI machine, leaving the final launch nothing to do); the final launch
+    # then finishes a few steps past the newest checkpoint.
+    folder, unreachable, kills = tmp_path / "ckpt", 100_000, 4
     resumed_from = [-1]  # global_step each launch resumed from (-1: started fresh)
     steps: dict[str, int] = {}  # file name -> global_step, as checked after the last kill
     observed = []
     for run in range(kills):
-        proc, log_path = _launch(oct_dataset, tmp_path, run, max_steps)
+        proc, log_path = _launch(oct_dataset, tmp_path, run, unreachable)
         deadline = time.monotonic() + 60
         # Wait for a checkpoint written by *this* launch, then kill after a random delay.
         while _newest_step_file(folder) <= resumed_from[-1]:
@@ -304,6 +308,7 @@ def test_sigkill_at_random_instants_leaves_loadable_checkpoints_and_resume_conti
         assert found is not None and steps[Path(found).name] == newest, (found, steps)
         resumed_from.append(newest)
 
+    max_steps = resumed_from[-1] + 6
     proc, log_path = _launch(oct_dataset, tmp_path, kills, max_steps)
     assert proc.wait(timeout=120) == 0, log_path.read_text()[-3000:]
     text = log_path.read_text()
