@@ -19,6 +19,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from .data.volume_datamodule import default_masks
 from .engine import batch_finder, checkpoint_io, oom, resume
+from .engine.global_batch import global_batch_mismatch
 
 _DATA_TOOLS = {
     "generate-oct": "write synthetic retinal OCT volumes as DICOM plus manifest.tsv",
@@ -119,21 +120,15 @@ class FmtrainCLI(LightningCLI):
 
     def _check_global_batch(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        wanted = config.get("global_batch_size")
-        if wanted is None:
-            return
-        per_device = self.datamodule.batch_size
-        accumulate = self.trainer.accumulate_grad_batches
-        world = self.trainer.world_size
-        actual = per_device * world * accumulate
-        suggested = max(wanted // (per_device * world), 1)
-        if actual != wanted:
-            raise SystemExit(
-                f"global_batch_size={wanted} but data.batch_size ({per_device}) x devices x nodes "
-                f"({world}) x trainer.accumulate_grad_batches ({accumulate}) = {actual}. Set "
-                f"trainer.accumulate_grad_batches={suggested} or change "
-                "data.batch_size so the product matches."
-            )
+        mismatch = global_batch_mismatch(
+            config.get("global_batch_size"),
+            self.datamodule.batch_size,
+            self.trainer.world_size,
+            self.trainer.accumulate_grad_batches,
+        )
+        if mismatch:
+            problem, fix = mismatch
+            raise SystemExit(f"{problem}. {fix[0].upper()}{fix[1:]} so the product matches.")
 
 
 def run_cli(args: Sequence[str] | None = None, *, run: bool = True) -> FmtrainCLI:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ..cli import FmtrainCLI
+from ..engine.global_batch import global_batch_mismatch
 from .batches import check_batch, check_dataset_size, mask_statistics
 from .pictures import save_mask_pictures
 from .problems import CheckReport
@@ -100,22 +101,14 @@ def _build(report: CheckReport, args: list[str]):
 
 
 def _check_global_batch(report: CheckReport, cli, world: int) -> None:
-    wanted = cli.config.get("global_batch_size")
-    per_device = cli.datamodule.batch_size
-    accumulate = cli.recipe_trainer["accumulate_grad_batches"]
-    if wanted is None:
-        return
-    actual = per_device * world * accumulate
-    if actual != wanted:
-        suggested = max(wanted // (per_device * world), 1)
-        report.add(
-            "error",
-            "trainer.accumulate_grad_batches",
-            f"global_batch_size={wanted} but data.batch_size ({per_device}) x devices x nodes "
-            f"({world}) x trainer.accumulate_grad_batches ({accumulate}) = {actual}",
-            f"set trainer.accumulate_grad_batches={suggested} or change data.batch_size",
-            "batch",
-        )
+    mismatch = global_batch_mismatch(
+        cli.config.get("global_batch_size"),
+        cli.datamodule.batch_size,
+        world,
+        cli.recipe_trainer["accumulate_grad_batches"],
+    )
+    if mismatch:
+        report.add("error", "trainer.accumulate_grad_batches", *mismatch, "batch")
 
 
 def _check_storage(report: CheckReport, config) -> None:
