@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 log = logging.getLogger("fmtrain")
 
@@ -49,13 +50,20 @@ def random_encoder(module, seed: int) -> nn.Module:
 
 @torch.no_grad()
 def embed_split(
-    encoder: nn.Module, volumes, *, batch_size: int = 16, keep_tokens: bool = True
+    encoder: nn.Module,
+    volumes,
+    *,
+    batch_size: int = 16,
+    keep_tokens: bool = True,
+    desc: str = "embedding",
 ) -> dict[str, Any]:
     """Encode every volume of a prepared split: pooled [N, D], tokens [N, T, D] (optional),
-    and the sample keys, participants and devices, in split order."""
+    and the sample keys, participants and devices, in split order. `desc` labels the
+    progress bar (thousands of volumes take minutes on a CPU)."""
     encoder.eval()
     pooled, tokens = [], []
-    for start in range(0, len(volumes), batch_size):
+    starts = range(0, len(volumes), batch_size)
+    for start in tqdm(starts, desc=desc, unit="batch", leave=False):
         stop = min(start + batch_size, len(volumes))
         x = torch.stack([volumes.load(i) for i in range(start, stop)])
         out = encoder(x).float()

@@ -157,7 +157,8 @@ def run_probe(
     for name, encoder in encoders.items():
         log.info("probing %s", name)
         embeddings = {
-            k: embed_split(encoder, v, keep_tokens=keep_tokens) for k, v in splits.items()
+            k: embed_split(encoder, v, keep_tokens=keep_tokens, desc=f"{name}: {k}")
+            for k, v in splits.items()
         }
         results[name] = _score(embeddings, table, tasks, 0, n_boot, probes)
     random = [v for k, v in results.items() if k.startswith("random")]
