@@ -10,6 +10,7 @@ fmtrain demo
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -175,8 +176,36 @@ def _probe_or_embed(command: str, args: list[str]) -> None:
     print(f"probe results: {result['seconds']} s; details in probe.json")
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time of the record, not at creation, so that
+    in-process callers that swap stderr (notebooks, pytest) never get a stale stream."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def _show_progress_messages() -> None:
+    """Print fmtrain's INFO records ("preparing X into Y", "probing random-1", ...) on stderr.
+
+    Without a handler Python shows only warnings, and a long `prepare` or `probe` would say
+    nothing about what it is doing. A handler the user configured is left alone."""
+    log = logging.getLogger("fmtrain")
+    if log.handlers:
+        return
+    handler = _CurrentStderrHandler()
+    handler.setFormatter(logging.Formatter("[fmtrain] %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `fmtrain` command."""
+    _show_progress_messages()
     from_shell = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "generate-oct":

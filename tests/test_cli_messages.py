@@ -1,0 +1,32 @@
+"""The `fmtrain` command shows its INFO progress messages, on the stderr of the moment."""
+
+import logging
+
+import pytest
+
+from fmtrain.cli import _show_progress_messages
+
+
+@pytest.fixture
+def fresh_fmtrain_logger():
+    log = logging.getLogger("fmtrain")
+    saved = (log.handlers[:], log.level)
+    log.handlers.clear()
+    yield log
+    log.handlers[:], log.level = saved
+
+
+def test_info_records_reach_the_current_stderr_once(fresh_fmtrain_logger, capsys):
+    _show_progress_messages()
+    _show_progress_messages()  # a second command in the same process adds no second copy
+    logging.getLogger("fmtrain.data").info("preparing %s", "a.tsv")
+    assert capsys.readouterr().err == "[fmtrain] preparing a.tsv\n"
+
+
+def test_a_handler_the_user_set_up_is_left_alone(fresh_fmtrain_logger, capsys):
+    mine = logging.NullHandler()
+    fresh_fmtrain_logger.addHandler(mine)
+    _show_progress_messages()
+    assert fresh_fmtrain_logger.handlers == [mine]
+    logging.getLogger("fmtrain").info("quiet")
+    assert "quiet" not in capsys.readouterr().err
