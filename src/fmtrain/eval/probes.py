@@ -14,7 +14,9 @@ predictions are values [N].
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +33,8 @@ from sklearn.preprocessing import StandardScaler
 
 from .attentive import fit_attentive_probe
 from .bootstrap import bootstrap_ci, mean_paired_diff
+
+log = logging.getLogger("fmtrain")
 
 Kind = Literal["classification", "regression"]
 PROBES = ("linear", "knn", "attentive")
@@ -375,6 +379,7 @@ def _run_one_probe(
     # while 3e-4 trained, and random-init features showed the opposite preference.
     rates = [options["lr"]] if "lr" in options else list(ATTENTIVE_LR_GRID)
     rest = {k: v for k, v in options.items() if k != "lr"}
+    start = time.perf_counter()
     fits = {
         lr: fit_attentive_probe(
             tr["tokens"], tr["y"], te["tokens"], task.kind, seed,
@@ -384,6 +389,10 @@ def _run_one_probe(
     }  # fmt: skip
     lr, fit = min(fits.items(), key=lambda item: item[1].best_val_loss)
     info = {"lr": lr, "best_epoch": fit.best_epoch, "best_val_loss": fit.best_val_loss}
+    log.info(
+        "attentive probe, %s: lr %g (held-out loss %.4f, best epoch %d) in %.0f s",
+        task.name, lr, fit.best_val_loss, fit.best_epoch, time.perf_counter() - start,
+    )  # fmt: skip
     return fit.predictions, info
 
 
