@@ -11,7 +11,7 @@ import torch
 from sklearn import metrics as skm
 from threadpoolctl import threadpool_limits
 
-from fmtrain.eval.attentive import AttentiveProbe, train_attentive_probe
+from fmtrain.eval.attentive import AttentiveProbe, fit_attentive_probe
 from fmtrain.eval.bootstrap import (
     bootstrap_ci,
     bootstrap_distribution,
@@ -113,10 +113,10 @@ def test_probes_separate_separable_blobs(separable):
             train_groups=train["groups"],
         ),
         "knn": knn_probe(train["pooled"], train["label"], test["pooled"], "classification"),
-        "attentive": train_attentive_probe(
+        "attentive": fit_attentive_probe(
             train["tokens"], train["label"], test["tokens"], "classification",
             train_groups=train["groups"],
-        ),
+        ).predictions,
     }  # fmt: skip
     for name, proba in predictions.items():
         assert proba.shape == (len(test["label"]), 3), name
@@ -169,9 +169,9 @@ def test_attentive_regression_recovers_scaled_target():
     # target far from zero mean and unit scale: exercises the standardisation round trip
     y_train = 50 + 10 * x_train.mean(1) @ w
     y_test = 50 + 10 * x_test.mean(1) @ w
-    pred = train_attentive_probe(
+    pred = fit_attentive_probe(
         x_train, y_train, x_test, "regression", train_groups=np.repeat(np.arange(100), 2)
-    )
+    ).predictions
     assert r2(y_test, pred) >= 0.8
     assert abs(pred.mean() - y_test.mean()) < 0.3 * y_test.std()
 
@@ -188,10 +188,10 @@ def test_attentive_probe_finds_the_one_informative_token():
         "classification",
         train_groups=train["groups"],
     )
-    attentive = train_attentive_probe(
+    attentive = fit_attentive_probe(
         train["tokens"], train["label"], test["tokens"], "classification",
         train_groups=train["groups"],
-    )  # fmt: skip
+    ).predictions  # fmt: skip
     ba_pooled = balanced_accuracy(test["label"], pooled)
     ba_attentive = balanced_accuracy(test["label"], attentive)
     assert ba_attentive >= 0.8
@@ -223,13 +223,13 @@ def test_attentive_probe_rejects_pooled_features_and_bad_heads():
 def test_same_seed_same_predictions(separable):
     train, test = separable
     args = (train["tokens"], train["label"], test["tokens"], "classification")
-    first = train_attentive_probe(*args, seed=7, train_groups=train["groups"], epochs=10)
-    again = train_attentive_probe(*args, seed=7, train_groups=train["groups"], epochs=10)
-    other = train_attentive_probe(*args, seed=8, train_groups=train["groups"], epochs=10)
+    first = fit_attentive_probe(*args, seed=7, train_groups=train["groups"], epochs=10).predictions
+    again = fit_attentive_probe(*args, seed=7, train_groups=train["groups"], epochs=10).predictions
+    other = fit_attentive_probe(*args, seed=8, train_groups=train["groups"], epochs=10).predictions
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, other)
     state = torch.random.get_rng_state()
-    train_attentive_probe(*args, seed=7, train_groups=train["groups"], epochs=1)
+    fit_attentive_probe(*args, seed=7, train_groups=train["groups"], epochs=1)
     assert torch.equal(state, torch.random.get_rng_state()), "caller's torch RNG was changed"
     lin = [linear_probe(train["pooled"], train["label"], test["pooled"], "classification", 3)
            for _ in range(2)]  # fmt: skip

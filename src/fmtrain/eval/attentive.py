@@ -191,7 +191,36 @@ def fit_attentive_probe(
     num_queries: int = 1,
     num_heads: int = 4,
 ) -> AttentiveFit:
-    """:func:`train_attentive_probe`, also returning the best epoch and validation loss."""
+    """Train an :class:`AttentiveProbe` on frozen tokens and predict the test tokens.
+
+    AdamW on cross-entropy (classification) or MSE on standardized targets (regression).
+    A participant-grouped ``val_fraction`` of train is held out; the weights with the
+    lowest validation loss are kept, and training stops after ``patience`` epochs
+    without improvement. Same seed, same inputs and same thread count give identical
+    predictions.
+
+    Args:
+        train_tokens: [N, T, D] frozen token features.
+        train_y: N labels (any sortable type) or targets.
+        test_tokens: [M, T', D] token features to predict.
+        kind: "classification" or "regression".
+        seed: seeds initialisation, the held-out split and batch order.
+        train_groups: participant id per train row; None treats every row as its own
+            participant (only right if rows are independent).
+        epochs: maximum training epochs.
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay on weight matrices.
+        batch_size: rows per step.
+        val_fraction: fraction of participants held out for early stopping.
+        patience: epochs without validation improvement before stopping.
+        num_queries: learned query tokens.
+        num_heads: attention heads; must divide D.
+
+    Returns:
+        An :class:`AttentiveFit`: ``predictions`` are [M, C] class probabilities, columns in
+        ``np.unique(train_y)`` order, or [M] values; plus the best epoch, its validation
+        loss and the epochs run.
+    """
     train_t = torch.as_tensor(np.asarray(train_tokens), dtype=torch.float32)
     test_t = torch.as_tensor(np.asarray(test_tokens), dtype=torch.float32)
     if train_t.ndim != 3 or test_t.ndim != 3 or train_t.shape[2] != test_t.shape[2]:
@@ -232,66 +261,3 @@ def fit_attentive_probe(
         model.load_state_dict(best_state)
         predictions = targets.decode(_predict(model, test_t, batch_size))
     return AttentiveFit(predictions, best_epoch, best_val, epoch)
-
-
-def train_attentive_probe(
-    train_tokens: ArrayLike,
-    train_y: ArrayLike,
-    test_tokens: ArrayLike,
-    kind: Kind,
-    seed: int = 0,
-    *,
-    train_groups: ArrayLike | None = None,
-    epochs: int = 50,
-    lr: float = 3e-3,
-    weight_decay: float = 0.05,
-    batch_size: int = 64,
-    val_fraction: float = 0.2,
-    patience: int = 10,
-    num_queries: int = 1,
-    num_heads: int = 4,
-) -> np.ndarray:
-    """Train an :class:`AttentiveProbe` on frozen tokens and predict the test tokens.
-
-    AdamW on cross-entropy (classification) or MSE on standardized targets (regression).
-    A participant-grouped ``val_fraction`` of train is held out; the weights with the
-    lowest validation loss are kept, and training stops after ``patience`` epochs
-    without improvement. Same seed, same inputs and same thread count give identical
-    predictions.
-
-    Args:
-        train_tokens: [N, T, D] frozen token features.
-        train_y: N labels (any sortable type) or targets.
-        test_tokens: [M, T', D] token features to predict.
-        kind: "classification" or "regression".
-        seed: seeds initialisation, the held-out split and batch order.
-        train_groups: participant id per train row; None treats every row as its own
-            participant (only right if rows are independent).
-        epochs: maximum training epochs.
-        lr: AdamW learning rate.
-        weight_decay: AdamW weight decay on weight matrices.
-        batch_size: rows per step.
-        val_fraction: fraction of participants held out for early stopping.
-        patience: epochs without validation improvement before stopping.
-        num_queries: learned query tokens.
-        num_heads: attention heads; must divide D.
-
-    Returns:
-        [M, C] class probabilities, columns in ``np.unique(train_y)`` order, or [M] values.
-    """
-    return fit_attentive_probe(
-        train_tokens,
-        train_y,
-        test_tokens,
-        kind,
-        seed,
-        train_groups=train_groups,
-        epochs=epochs,
-        lr=lr,
-        weight_decay=weight_decay,
-        batch_size=batch_size,
-        val_fraction=val_fraction,
-        patience=patience,
-        num_queries=num_queries,
-        num_heads=num_heads,
-    ).predictions
