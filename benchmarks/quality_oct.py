@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from fmtrain.cli import run_cli
-from fmtrain.data.generate import generate_oct_dataset
+from fmtrain.data.synthetic.generate import generate_oct_dataset
 from fmtrain.eval.probe_command import run_probe
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "oct_vjepa_quality.yaml"

@@ -30,16 +30,16 @@ import numpy as np
 import torch
 import yaml
 
-from fmtrain.data.augment import AugmentConfig, augment
-from fmtrain.data.batch import MaskCollator
-from fmtrain.data.generate import generate_oct_dataset
-from fmtrain.data.manifest import read_manifest
-from fmtrain.data.prepare import prepare_dataset
-from fmtrain.data.preprocess import prepare_volume
-from fmtrain.data.read import read_volume
-from fmtrain.data.stream import PretrainStream
+from fmtrain.core.grid import TokenGrid
+from fmtrain.data.synthetic.generate import generate_oct_dataset
+from fmtrain.data.volumes.augment import AugmentConfig, augment
+from fmtrain.data.volumes.manifest import read_manifest
+from fmtrain.data.volumes.prepare import prepare_dataset
+from fmtrain.data.volumes.preprocess import prepare_volume
+from fmtrain.data.volumes.read import read_volume
+from fmtrain.datamodules.batch import MaskCollator
+from fmtrain.datamodules.stream import PretrainStream
 from fmtrain.masks import MultiBlockMaskSampler, MultiBlockSpec
-from fmtrain.nn.grid import TokenGrid
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "oct_vjepa_demo.yaml"
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from fmtrain.cli import run_cli
-from fmtrain.data.batch import MaskCollator
+from fmtrain.datamodules.batch import MaskCollator
 
 
 def _build(recipe: str, cuda: bool):

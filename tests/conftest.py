@@ -13,7 +13,7 @@ TINY_RECIPE = REPO / "tests" / "recipes" / "oct_vjepa_tiny.yaml"
 
 @pytest.fixture(scope="session")
 def oct_dataset(tmp_path_factory) -> Path:
-    from fmtrain.data.generate import generate_oct_dataset
+    from fmtrain.data.synthetic.generate import generate_oct_dataset
 
     root = tmp_path_factory.mktemp("oct")
     generate_oct_dataset(root, num_participants=12, scale=0.1, seed=0, workers=1)

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from fmtrain.cli import _show_progress_messages
+from fmtrain.cli.messages import show_progress_messages as _show_progress_messages
 
 
 @pytest.fixture

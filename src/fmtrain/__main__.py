@@ -1,3 +1,3 @@
-from .cli import main
+from fmtrain.cli import main
 
 main()

@@ -15,6 +15,7 @@ from fmtrain.check.contracts import (
 )
 from fmtrain.check.problems import CheckReport
 from fmtrain.check.runner import main, run_check
+from fmtrain.datamodules import VolumeDataModule
 from tests.conftest import REPO, TINY_RECIPE
 
 
@@ -71,9 +72,21 @@ def test_class1_blocks_too_large_for_the_grid(oct_dataset, tmp_path):
     assert report.errors and "min_context_tokens" in report.errors[0].message
 
 
+class ClaimsThreeChannels(VolumeDataModule):
+    """A datamodule whose `channels` disagrees with the batches it makes."""
+
+    @property
+    def channels(self) -> int:
+        return 3
+
+
 def test_class2_channels_the_data_does_not_have(oct_dataset, tmp_path):
-    report = _check(oct_dataset, tmp_path, "--model.init_args.encoder.in_chans=3")
-    assert _error(report, "model.init_args.encoder.in_chans").category == "shape"
+    # the channels are linked from the datamodule: a recipe cannot set them apart ...
+    report = _check(oct_dataset, tmp_path, "--model.init_args.in_chans=3")
+    assert "filled from the datamodule" in _error(report, "model.init_args.in_chans").message
+    # ... so the remaining way to get them wrong is a datamodule that misreports them
+    report = _check(oct_dataset, tmp_path, f"--data.class_path={__name__}.ClaimsThreeChannels")
+    assert _error(report, "data.init_args", "channel").category == "shape"
 
 
 def test_class3_global_batch_and_batch_larger_than_dataset(oct_dataset, tmp_path):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fmtrain.data.augment import AugmentConfig, augment
+from fmtrain.data.volumes.augment import AugmentConfig, augment
 
 
 def _volume():

@@ -19,11 +19,11 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian
 
-import fmtrain.data.dicom_multiframe
-from fmtrain.data.dicom_oct import read_oct_dicom
-from fmtrain.data.errors import REASONS, VolumeReadError
-from fmtrain.data.nifti_reader import read_nifti
-from fmtrain.data.read import read_volume
+import fmtrain.data.volumes.dicom_multiframe
+from fmtrain.data.volumes.dicom_oct import read_oct_dicom
+from fmtrain.data.volumes.errors import REASONS, VolumeReadError
+from fmtrain.data.volumes.nifti_reader import read_nifti
+from fmtrain.data.volumes.read import read_volume
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 NIBABEL_DATA = Path(nib.__file__).parent / "tests" / "data"
@@ -165,7 +165,7 @@ def test_absurd_dimensions_are_refused_before_decoding(tmp_path: Path, monkeypat
     def never(*args, **kwargs):
         raise AssertionError("pixels decoded before the dimension check")
 
-    monkeypatch.setattr(fmtrain.data.dicom_multiframe, "decode", never)
+    monkeypatch.setattr(fmtrain.data.volumes.dicom_multiframe, "decode", never)
     path = get_testdata_file("eCT_Supplemental.dcm")
     assert reason(path, max_voxels=512 * 512) == "absurd_dimensions"  # 2 frames of 512 x 512
     ds = pydicom.dcmread(path)

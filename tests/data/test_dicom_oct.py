@@ -10,12 +10,21 @@ import numpy as np
 import pydicom
 import pytest
 
-from fmtrain.data.dicom_oct import OPHTHALMIC_TOMOGRAPHY_SOP_CLASS, read_oct_dicom, write_oct_dicom
-from fmtrain.data.errors import VolumeReadError
-from fmtrain.data.generate import generate_oct_dataset
-from fmtrain.data.manifest import MANIFEST_COLUMNS, ManifestRow, read_manifest, write_manifest
-from fmtrain.data.oct_devices import OCT_DEVICES, OCTDevice
-from fmtrain.data.synthetic_oct import synthesize_oct
+from fmtrain.data.synthetic.generate import generate_oct_dataset
+from fmtrain.data.synthetic.oct_devices import OCT_DEVICES, OCTDevice
+from fmtrain.data.synthetic.synthetic_oct import synthesize_oct
+from fmtrain.data.volumes.dicom_oct import (
+    OPHTHALMIC_TOMOGRAPHY_SOP_CLASS,
+    read_oct_dicom,
+    write_oct_dicom,
+)
+from fmtrain.data.volumes.errors import VolumeReadError
+from fmtrain.data.volumes.manifest import (
+    MANIFEST_COLUMNS,
+    ManifestRow,
+    read_manifest,
+    write_manifest,
+)
 
 
 def _write(tmp_path: Path, device: OCTDevice, spacing_in: str, name: str = "oct.dcm"):

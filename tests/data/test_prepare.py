@@ -9,9 +9,9 @@ import pydicom
 import pytest
 import zarr
 
-from fmtrain.data.manifest import read_manifest
-from fmtrain.data.prepare import prepare_dataset
-from fmtrain.data.prepared import PreparedDataset
+from fmtrain.data.volumes.manifest import read_manifest
+from fmtrain.data.volumes.prepare import prepare_dataset
+from fmtrain.data.volumes.prepared import PreparedDataset
 
 SIZE = (8, 32, 32)
 SPACING = (0.75, 0.06, 0.19)
@@ -145,7 +145,7 @@ def test_missing_split_names_the_splits_that_exist(oct_dataset, tmp_path):
 
 
 def test_datamodule_finishes_an_interrupted_preparation(oct_dataset, tmp_path):
-    from fmtrain.data.volume_datamodule import VolumeDataModule
+    from fmtrain.datamodules.volumes import VolumeDataModule
     from fmtrain.masks import MultiBlockSpec
 
     out = tmp_path / "prepared"

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fmtrain.data.preprocess import center_crop_or_pad, prepare_volume, resample_to_spacing
+from fmtrain.data.volumes.preprocess import center_crop_or_pad, prepare_volume, resample_to_spacing
 
 
 def test_resample_keeps_physical_extent_and_mean():

@@ -24,9 +24,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import pixel_array
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from fmtrain.data.errors import VolumeReadError
-from fmtrain.data.read import read_volume
-from fmtrain.data.volume import Volume
+from fmtrain.data.volumes.errors import VolumeReadError
+from fmtrain.data.volumes.read import read_volume
+from fmtrain.data.volumes.volume import Volume
 
 DATA_STORE = Path(get_testdata_file("emri_small.dcm")).parent
 EMRI_VARIANTS = sorted(

@@ -10,8 +10,8 @@ import s3fs
 
 from fmtrain.cli import run_cli
 from fmtrain.data import read_volume
-from fmtrain.data.prepare import prepare_dataset
-from fmtrain.data.prepared import PreparedDataset
+from fmtrain.data.volumes.prepare import prepare_dataset
+from fmtrain.data.volumes.prepared import PreparedDataset
 from tests.conftest import TINY_RECIPE
 
 

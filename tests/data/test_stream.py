@@ -4,8 +4,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from fmtrain.data.batch import MaskCollator
-from fmtrain.data.stream import PretrainStream
+from fmtrain.datamodules.batch import MaskCollator
+from fmtrain.datamodules.stream import PretrainStream
 from fmtrain.masks import MultiBlockMaskSampler, MultiBlockSpec
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fmtrain.data.oct_devices import OCT_DEVICES, OCTDevice
-from fmtrain.data.synthetic_oct import PATHOLOGIES, SyntheticOCT, synthesize_oct
+from fmtrain.data.synthetic.oct_devices import OCT_DEVICES, OCTDevice
+from fmtrain.data.synthetic.synthetic_oct import PATHOLOGIES, SyntheticOCT, synthesize_oct
 
 SPECTRALIS_HALF = OCT_DEVICES["spectralis"].scaled(0.5)
 SEED = 3

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from fmtrain.cli import run_cli
-from fmtrain.data.prepared import PreparedDataset
-from fmtrain.eval.probe_command import run_embed, run_probe
+from fmtrain.cli.evaluate import embed as run_embed
+from fmtrain.cli.evaluate import probe as run_probe
+from fmtrain.data.volumes.prepared import PreparedDataset
 from tests.conftest import TINY_RECIPE
 
 

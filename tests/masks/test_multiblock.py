@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fmtrain.masks import MaskPair, MultiBlockMaskSampler, MultiBlockSpec
-from fmtrain.masks.multiblock import _equalised_indices
+from fmtrain.masks.equal_length import equalised_indices as _equalised_indices
 
 # The typical V-JEPA video config: short-range and long-range families, full temporal extent.
 VJEPA_SPECS = (

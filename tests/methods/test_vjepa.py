@@ -5,11 +5,12 @@ import math
 import pytest
 import torch
 
+from fmtrain.core import TokenGrid
 from fmtrain.eval.rank import effective_rank
 from fmtrain.methods import VJEPA
 from fmtrain.methods.optim import decay_param_groups
 from fmtrain.methods.schedules import cosine, linear, warmup_cosine
-from fmtrain.nn import JEPAPredictor, TokenGrid, VisionTransformer
+from fmtrain.nn import JEPAPredictor, VisionTransformer
 
 
 def _tiny_vjepa(loss="l1"):

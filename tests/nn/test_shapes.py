@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from fmtrain.nn import JEPAPredictor, TokenGrid, VisionTransformer
+from fmtrain.core import TokenGrid
+from fmtrain.nn import JEPAPredictor, VisionTransformer
 from fmtrain.nn.posembed import sincos_position_embedding
 
 

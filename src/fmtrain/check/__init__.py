@@ -3,6 +3,6 @@
 Each problem names the recipe key to change and how. Errors make `check` exit non-zero.
 """
 
-from .problems import CheckReport, Problem
+from fmtrain.check.problems import CheckReport, Problem
 
 __all__ = ["CheckReport", "Problem"]

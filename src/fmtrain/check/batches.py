@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .problems import CheckReport
+from fmtrain.check.problems import CheckReport
 
 __all__ = ["check_batch", "check_dataset_size", "mask_statistics"]
 
@@ -42,7 +42,7 @@ def check_batch(report: CheckReport, batch, model, dm) -> bool:
     consumes? Returns False when the batch cannot be fed to the model at all."""
     x = batch.inputs
     grid = model.grid
-    channels = model.encoder_config.in_chans
+    channels = model.in_chans
     ok = True
     if tuple(x.shape[2:]) != tuple(grid.input_size):
         report.add(
@@ -58,26 +58,30 @@ def check_batch(report: CheckReport, batch, model, dm) -> bool:
     if x.ndim != 2 + len(grid.shape) or x.shape[1] != channels:
         report.add(
             "error",
-            "model.init_args.encoder.in_chans",
+            "data.init_args",
             f"batch inputs have {x.shape[1] if x.ndim > 1 else '?'} channel(s) "
-            f"(shape {list(x.shape)}), the encoder was built for {channels}",
-            f"set model.init_args.encoder.in_chans to {x.shape[1] if x.ndim > 1 else 1}",
+            f"(shape {list(x.shape)}), the encoder was built for {channels} (the datamodule's "
+            "`channels`, linked into model.init_args.in_chans)",
+            "make the datamodule's `channels` say what its batches carry",
             "shape",
         )
         ok = False
-    families = model.method.predictor.mask_tokens.shape[0]
-    if len(batch.contexts) != families or len(batch.targets) != families:
+    families = model.num_mask_families
+    contexts, targets = getattr(batch, "contexts", []), getattr(batch, "targets", [])
+    if families is not None and (len(contexts) != families or len(targets) != families):
         report.add(
             "error",
             "data.init_args.masks",
-            f"the batch carries {len(batch.contexts)} mask families, the predictor has "
-            f"{families} mask tokens",
-            "keep model.num_mask_families linked to len(data.masks) (the default)",
+            f"the batch carries {len(contexts)} mask families, {type(model).__name__} was "
+            f"built for {families}" + (" and needs masks to train" if not contexts else ""),
+            "give data.masks a sampler (e.g. class_path: fmtrain.masks.RandomPatch)"
+            if not contexts
+            else "keep model.num_mask_families linked to the data (the method's link)",
             "masks",
         )
         ok = False
     n = grid.num_tokens
-    for i, (ctx, tgt) in enumerate(zip(batch.contexts, batch.targets, strict=False)):
+    for i, (ctx, tgt) in enumerate(zip(contexts, targets, strict=False)):
         ok &= _check_indices(report, i, ctx, tgt, x.shape[0], n, dm)
     if not bool(torch.isfinite(x).all()):
         _report_non_finite(report, batch, dm)
@@ -134,7 +138,7 @@ def _check_indices(report, family, ctx, tgt, batch, n, dm) -> bool:
             )
             return False
     overlap = any(np.intersect1d(c.numpy(), t.numpy()).size for c, t in zip(ctx, tgt, strict=True))
-    if overlap or tgt.shape[1] == 0 or ctx.shape[1] < dm.sampler.min_context_tokens:
+    if overlap or tgt.shape[1] == 0 or ctx.shape[1] < max(dm.sampler.min_context_tokens, 1):
         report.add(
             "error",
             key,
@@ -147,20 +151,25 @@ def _check_indices(report, family, ctx, tgt, batch, n, dm) -> bool:
     return True
 
 
-def mask_statistics(report: CheckReport, sampler, batch_size: int, batches: int = 32) -> None:
+def mask_statistics(
+    report: CheckReport, sampler, grid: tuple[int, ...], batch_size: int, batches: int = 32
+) -> None:
     """Context/target fractions per mask family over many sampled batches."""
     rng = np.random.default_rng(0)
-    n = sampler.num_tokens
-    per_family: list[tuple[list[float], list[float]]] = [([], []) for _ in sampler.specs]
+    n = int(np.prod(grid))
+    families = sampler.num_families()
+    specs = getattr(sampler, "families", None) or [sampler] * families
+    per_family: list[tuple[list[float], list[float]]] = [([], []) for _ in range(families)]
     for _ in range(batches):
-        for (ctx_f, tgt_f), pair in zip(per_family, sampler.sample(batch_size, rng), strict=True):
+        pairs = sampler.sample(grid, batch_size, rng)
+        for (ctx_f, tgt_f), pair in zip(per_family, pairs, strict=True):
             ctx_f += [pair.context.shape[1] / n] * batch_size
             tgt_f += [pair.target.shape[1] / n] * batch_size
     for i, (ctx_f, tgt_f) in enumerate(per_family):
         report.masks.append(
             {
                 "family": i,
-                "spec": str(sampler.specs[i]),
+                "spec": str(specs[i]),
                 "num_tokens": n,
                 "context_fraction": [min(ctx_f), float(np.mean(ctx_f)), max(ctx_f)],
                 "target_fraction": [min(tgt_f), float(np.mean(tgt_f)), max(tgt_f)],

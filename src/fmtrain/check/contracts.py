@@ -15,14 +15,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .problems import CheckReport
+from fmtrain.check.problems import CheckReport
 
 __all__ = ["check_pretrained_config", "check_stft_sizes", "check_token_contract"]
 
 
-def check_token_contract(report: CheckReport, stages: Sequence[dict[str, Any]]) -> None:
+def check_token_contract(
+    report: CheckReport,
+    stages: Sequence[dict[str, Any]],
+    expected_widths: Mapping[str, int] | None = None,
+) -> None:
     """Class 6 over recorded stages ``{"stage", "shape", ...}`` named ``*encoder*`` and
-    ``*predictor*`` / ``*decoder*`` / ``*head*``."""
+    ``*predictor*`` / ``*decoder*`` / ``*head*``. A consumer must produce the encoder's
+    width unless the method declares another (`expected_widths`, e.g. an MAE decoder's
+    pixels per patch)."""
+    expected_widths = expected_widths or {}
     widths = []
     for s in stages:
         name, shape = s["stage"], s["shape"]
@@ -41,11 +48,15 @@ def check_token_contract(report: CheckReport, stages: Sequence[dict[str, Any]]) 
     for s in stages:
         name, shape = s["stage"], s["shape"]
         consumer = any(k in name for k in ("predictor", "decoder", "head"))
-        if consumer and widths and shape and shape[-1] != widths[0] and len(shape) == 3:
+        if not (consumer and widths and shape and len(shape) == 3):
+            continue
+        want = expected_widths.get(name, widths[0])
+        if shape[-1] != want:
+            what = "the encoder's features are" if name not in expected_widths else "it must be"
             report.add(
                 "error",
                 f"model.init_args.{name.split('.')[-1]}",
-                f"{name} produces width {shape[-1]}, the encoder's features are {widths[0]} wide",
+                f"{name} produces width {shape[-1]}, {what} {want} wide",
                 "build it from the encoder's embed_dim (read off the built encoder)",
                 "contract",
             )

@@ -18,13 +18,13 @@ from typing import Any
 
 import torch
 
-from ..cli import FmtrainCLI
-from ..engine.global_batch import global_batch_mismatch
-from .batches import check_batch, check_dataset_size, mask_statistics
-from .pictures import save_mask_pictures
-from .problems import CheckReport
-from .step import run_step
-from .storage import probe_writable
+from fmtrain.check.batches import check_batch, check_dataset_size, mask_statistics
+from fmtrain.check.pictures import save_mask_pictures
+from fmtrain.check.problems import CheckReport
+from fmtrain.check.step import run_step
+from fmtrain.check.storage import probe_writable
+from fmtrain.engine.global_batch import global_batch_mismatch
+from fmtrain.recipe import FmtrainCLI, build_recipe
 
 __all__ = ["main", "run_check"]
 
@@ -78,12 +78,8 @@ class _CheckCLI(FmtrainCLI):
 def _build(report: CheckReport, args: list[str]):
     _CheckCLI.report = report
     try:
-        return _CheckCLI(
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            args=args,
-            run=False,
-            parser_kwargs={"exit_on_error": False},
+        return build_recipe(
+            args, run=False, cli_class=_CheckCLI, parser_kwargs={"exit_on_error": False}
         )
     except BaseException as err:  # parse errors, impossible grids, device/precision refusals
         if isinstance(err, KeyboardInterrupt):
@@ -193,10 +189,12 @@ def run_check(recipe: str, overrides: list[str], out_dir: str | None = None) -> 
     dm, module = cli.datamodule, cli.model
     if _load_data(report, dm):
         check_dataset_size(report, len(dm.train_volumes), dm.batch_size, world)
-        mask_statistics(report, dm.sampler, dm.batch_size)
+        if dm.sampler is not None:
+            mask_statistics(report, dm.sampler, dm.grid.shape, dm.batch_size)
         batch = _first_batch(report, dm)
         if batch is not None and check_batch(report, batch, module, dm):
-            report.pictures += save_mask_pictures(batch, module.grid, out)
+            if getattr(batch, "contexts", None):
+                report.pictures += save_mask_pictures(batch, module.grid, out)
             module.to("cuda" if cuda else "cpu")
             _step(report, module, batch, dm.batch_size, precision if cuda else "32-true")
     return _finish(report, out, start)

@@ -13,30 +13,23 @@ import time
 from contextlib import nullcontext
 
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 
-from ..methods.numerics import first_non_finite
-from .contracts import check_token_contract
-from .problems import CheckReport
+from fmtrain.check.contracts import check_token_contract
+from fmtrain.check.problems import CheckReport
+from fmtrain.methods.numerics import first_non_finite
 
 __all__ = ["run_step"]
-
-
-def _slice(batch, m: int):
-    return (
-        batch.inputs[:m],
-        [c[:m] for c in batch.contexts],
-        [t[:m] for t in batch.targets],
-    )
 
 
 def _stage(name: str, tensor: torch.Tensor) -> dict:
     return {"stage": name, "shape": list(tensor.shape), "dtype": str(tensor.dtype)}
 
 
-def _record_stages(report: CheckReport, method, inputs, contexts, targets) -> None:
-    report.stages.append(
-        {"stage": "input", "shape": list(inputs.shape), "dtype": str(inputs.dtype)}
-    )
+def _record_stages(report: CheckReport, module, batch) -> None:
+    method = module.method
+    report.stages.append(_stage("input", batch.inputs))
+    contexts, targets = getattr(batch, "contexts", []), getattr(batch, "targets", [])
     for i, (c, t) in enumerate(zip(contexts, targets, strict=True)):
         report.stages.append(_stage(f"context indices [{i}]", c))
         report.stages.append(_stage(f"target indices [{i}]", t))
@@ -52,7 +45,7 @@ def _record_stages(report: CheckReport, method, inputs, contexts, targets) -> No
         handles.append(child.register_forward_hook(hook))
     try:
         with torch.no_grad():
-            out = method(inputs, contexts, targets)
+            out = module.run_forward(batch)
     finally:
         for h in handles:
             h.remove()
@@ -62,10 +55,10 @@ def _record_stages(report: CheckReport, method, inputs, contexts, targets) -> No
     report.stages += list(unique.values())
     for i, loss in enumerate(out.loss_per_mask):
         report.stages.append(_stage(f"loss [{i}]", loss))
-    check_token_contract(report, list(unique.values()))
+    check_token_contract(report, list(unique.values()), module.stage_widths())
 
 
-def _saved_bytes(method, args, autocast) -> tuple[int, torch.Tensor]:
+def _saved_bytes(module, batch, autocast) -> tuple[int, torch.Tensor]:
     """Forward + backward, counting the bytes of tensors saved for backward."""
     total, seen = [0], set()
 
@@ -77,14 +70,9 @@ def _saved_bytes(method, args, autocast) -> tuple[int, torch.Tensor]:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
-        loss = method(*args).loss
+        loss = module.run_forward(batch).loss
     loss.backward()
     return total[0], loss.detach()
-
-
-def _set_checkpointing(method, enable: bool) -> None:
-    for part in (method.encoder, method.predictor):
-        part.set_grad_checkpointing(enable)
 
 
 def run_step(report: CheckReport, module, batch, per_device: int, precision: str) -> None:
@@ -92,34 +80,32 @@ def run_step(report: CheckReport, module, batch, per_device: int, precision: str
     method = module.method
     device = next(method.parameters()).device
     # one sample when a sample alone is big (e.g. 9,216 tokens of ViT-B on a CPU)
-    big = module.grid.num_tokens * method.encoder.embed_dim > 2_000_000
-    m = 1 if big else min(2, batch.inputs.shape[0])
-    args = tuple(
-        a.to(device) if isinstance(a, torch.Tensor) else [t.to(device) for t in a]
-        for a in _slice(batch, m)
-    )
-    _record_stages(report, method, *args)
+    width = getattr(module.evaluation_encoder(), "embed_dim", 768)
+    m = 1 if module.grid.num_tokens * width > 2_000_000 else min(2, batch.inputs.shape[0])
+    batch = move_data_to_device(batch.head(m), device)
+    _record_stages(report, module, batch)
     for name, child in method.named_children():
         report.parameters[name] = sum(p.numel() for p in child.parameters())
     trainable = sum(p.numel() for p in method.parameters() if p.requires_grad)
-    report.parameters["trainable (encoder + predictor)"] = trainable
+    frozen = sum(p.numel() for p in method.parameters() if not p.requires_grad)
+    report.parameters["trainable"] = trainable
 
     cuda = device.type == "cuda"
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16) if "bf16" in precision else nullcontext()
     )
     method.train()
-    recipe_ac = module.encoder_config.activation_checkpointing
+    recipe_ac = module.activation_checkpointing
     activations, seconds = {}, {}
     for enable in (False, True):
-        _set_checkpointing(method, enable)
+        module.set_activation_checkpointing(enable)
         method.zero_grad(set_to_none=True)
         start = time.perf_counter()
-        activations[enable], loss = _saved_bytes(method, args, autocast)
+        activations[enable], loss = _saved_bytes(module, batch, autocast)
         seconds[enable] = time.perf_counter() - start
         if not enable:
-            _check_finite(report, method, args, loss)
-    _set_checkpointing(method, recipe_ac)
+            _check_finite(report, module, batch, loss)
+    module.set_activation_checkpointing(recipe_ac)
 
     times = []
     if cuda:  # warm-up, then timed passes; on the CPU the measured passes above suffice
@@ -129,7 +115,7 @@ def run_step(report: CheckReport, module, batch, per_device: int, precision: str
             torch.cuda.synchronize(device)
             start = time.perf_counter()
             with autocast:
-                loss = method(*args).loss
+                loss = module.run_forward(batch).loss
             loss.backward()
             torch.cuda.synchronize(device)
             if i:
@@ -138,7 +124,8 @@ def run_step(report: CheckReport, module, batch, per_device: int, precision: str
         times = [seconds[False]]
     method.zero_grad(set_to_none=True)
     step = statistics.median(times)
-    fixed = 4 * 4 * trainable + 4 * report.parameters.get("target_encoder", 0)
+    # fp32 weights, gradients and AdamW's two moments; frozen parts (an EMA target) weights only
+    fixed = 4 * 4 * trainable + 4 * frozen
     mib = 2**20
     perf = report.performance
     perf["micro-batch"] = m
@@ -161,13 +148,14 @@ def run_step(report: CheckReport, module, batch, per_device: int, precision: str
         )
 
 
-def _check_finite(report: CheckReport, method, args, loss: torch.Tensor) -> None:
+def _check_finite(report: CheckReport, module, batch, loss: torch.Tensor) -> None:
+    method = module.method
     grads = [p.grad for p in method.parameters() if p.grad is not None]
     finite = bool(torch.isfinite(loss).all()) and all(bool(torch.isfinite(g).all()) for g in grads)
     if finite:
         return
     method.zero_grad(set_to_none=True)
-    origin = first_non_finite(method, lambda: method(*args).loss)
+    origin = first_non_finite(method, lambda: module.run_forward(batch).loss)
     report.add(
         "error",
         "model.init_args",

@@ -6,7 +6,7 @@ import os
 import uuid
 from typing import Any
 
-from .problems import CheckReport
+from fmtrain.check.problems import CheckReport
 
 __all__ = ["probe_writable"]
 

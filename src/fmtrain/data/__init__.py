@@ -1,20 +1,22 @@
-"""Readers, manifests, splits, prepared datasets, synthetic generators and datamodules.
+"""What reads files and what generates them, one wing per modality; knows nothing of models.
 
-Knows nothing about models. The names below are imported lazily, so `fmtrain.data.batch`
-can be imported without Lightning and the readers.
+- `volumes/`: DICOM/NIfTI readers, catalogs and manifests, participant splits, `prepare` (zarr).
+- `synthetic/`: generators that write real file formats (synthetic OCT as DICOM).
+
+The names below are imported lazily, so `import fmtrain.data` stays cheap.
 """
 
 from importlib import import_module
 from typing import Any
 
 _LAZY = {
-    "VolumeDataModule": ".volume_datamodule",
-    "read_volume": ".read",
-    "prepare_dataset": ".prepare",
-    "PreparedDataset": ".prepared",
-    "read_catalog": ".catalog",
-    "Volume": ".volume",
-    "VolumeReadError": ".errors",
+    "read_volume": ".volumes.read",
+    "prepare_dataset": ".volumes.prepare",
+    "PreparedDataset": ".volumes.prepared",
+    "read_catalog": ".volumes.catalog",
+    "Volume": ".volumes.volume",
+    "VolumeReadError": ".volumes.errors",
+    "generate_oct_dataset": ".synthetic.generate",
 }
 
 __all__ = sorted(_LAZY)

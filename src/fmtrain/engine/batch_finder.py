@@ -26,8 +26,8 @@ from collections.abc import Callable
 import lightning.pytorch as pl
 import torch
 
-from .announce import announce
-from .oom import MemorySettings, oom_message
+from fmtrain.engine.announce import announce
+from fmtrain.engine.oom import MemorySettings, oom_message
 
 log = logging.getLogger("fmtrain")
 

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from ..data.sources import filesystem, is_remote
+from fmtrain.core.storage import filesystem, is_remote
 
 log = logging.getLogger("fmtrain")
 

@@ -79,13 +79,12 @@ def memory_settings(
 ) -> MemorySettings:
     """Read the run's memory settings off the built objects (not the recipe, which the
     micro-batch finder may have overridden)."""
-    encoder = getattr(model, "encoder_config", None)
     return MemorySettings(
         batch_size=getattr(datamodule, "batch_size", None),
         accumulate_grad_batches=trainer.accumulate_grad_batches,
         world_size=trainer.world_size,
         precision=str(trainer.precision),
-        activation_checkpointing=getattr(encoder, "activation_checkpointing", None),
+        activation_checkpointing=getattr(model, "activation_checkpointing", None),
     )
 
 

@@ -17,9 +17,9 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from ..data.sources import filesystem, is_remote, join
-from .announce import announce
-from .checkpoint_io import read_marker
+from fmtrain.core.storage import filesystem, is_remote, join
+from fmtrain.engine.announce import announce
+from fmtrain.engine.checkpoint_io import read_marker
 
 log = logging.getLogger("fmtrain")
 

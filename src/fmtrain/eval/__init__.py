@@ -1,5 +1,5 @@
 """Measures of representation quality."""
 
-from .rank import effective_rank
+from fmtrain.eval.rank import effective_rank
 
 __all__ = ["effective_rank"]

@@ -7,7 +7,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from .rank import effective_rank
+from fmtrain.eval.rank import effective_rank
+from fmtrain.nn.heads import mean_pool
 
 
 @torch.no_grad()
@@ -15,7 +16,7 @@ def pooled_features(encoder: nn.Module, inputs: Iterable[torch.Tensor]) -> torch
     """Mean-pooled encoder tokens [N, D] over batches of inputs [B, C, *size]."""
     was_training = encoder.training
     encoder.eval()
-    feats = [encoder(x).mean(dim=1).float() for x in inputs]
+    feats = [mean_pool(encoder(x)).float() for x in inputs]
     encoder.train(was_training)
     return torch.cat(feats)
 

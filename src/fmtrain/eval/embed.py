@@ -1,7 +1,8 @@
 """Frozen encoders -> per-sample embeddings, and the labels that go with them.
 
 `fmtrain embed` writes them for users' own downstream work; `fmtrain probe` scores them.
-For JEPA the encoder that is evaluated is the EMA target encoder, as in V-JEPA.
+The encoder is whatever the method's `evaluation_encoder()` gives (for JEPA the EMA
+target encoder, as in V-JEPA).
 """
 
 from __future__ import annotations
@@ -16,36 +17,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from fmtrain.nn.heads import mean_pool
+
 log = logging.getLogger("fmtrain")
 
-__all__ = ["embed_split", "load_pretrained", "random_encoder", "read_labels", "save_embeddings"]
-
-
-def load_pretrained(recipe: str, ckpt: str | None, overrides: list[str]):
-    """Build the recipe's module and datamodule (no trainer run) and load `ckpt` into it."""
-    from ..cli import run_cli
-
-    args = ["--config", recipe, *overrides, "--trainer.logger=false"]
-    cli = run_cli(args, run=False)
-    if ckpt:
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        missing, unexpected = cli.model.load_state_dict(state["state_dict"], strict=False)
-        if missing or unexpected:
-            raise ValueError(
-                f"{ckpt} does not fit the recipe {recipe}: missing {missing[:5]}, unexpected "
-                f"{unexpected[:5]} — was it trained with another model.encoder size?"
-            )
-        log.info("loaded %s (global_step %s)", ckpt, state.get("global_step"))
-    return cli.model, cli.datamodule
-
-
-def random_encoder(module, seed: int) -> nn.Module:
-    """A randomly initialised encoder of the same architecture as `module`'s."""
-    from ..nn.vit import VisionTransformer
-
-    torch.manual_seed(seed)
-    cfg = module.encoder_config
-    return VisionTransformer.from_size(cfg.size, grid=module.grid, in_chans=cfg.in_chans)
+__all__ = ["embed_split", "read_labels", "save_embeddings"]
 
 
 @torch.no_grad()
@@ -67,7 +43,7 @@ def embed_split(
         stop = min(start + batch_size, len(volumes))
         x = torch.stack([volumes.load(i) for i in range(start, stop)])
         out = encoder(x).float()
-        pooled.append(out.mean(dim=1))
+        pooled.append(mean_pool(out))
         if keep_tokens:
             tokens.append(out.half())  # half the memory; probes cast back to float
     samples = volumes.samples

@@ -13,14 +13,25 @@ few directions the predictor can always hit. Three views of the same question:
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
 
-from .rank import effective_rank
+from fmtrain.eval.rank import effective_rank
+from fmtrain.nn.heads import mean_pool
 
-__all__ = ["CollapseVerdict", "collapse_monitors", "normalized_feature_std", "prediction_cosine"]
+log = logging.getLogger("fmtrain")
+
+__all__ = [
+    "CollapseMonitor",
+    "CollapseVerdict",
+    "collapse_monitors",
+    "normalized_feature_std",
+    "prediction_cosine",
+]
 
 # Thresholds, relative to what isotropic features give, below which the log warns.
 _STD_FRACTION = 0.1  # per-dimension std under 10% of 1/sqrt(D)
@@ -55,7 +66,7 @@ def collapse_monitors(
 ) -> CollapseVerdict:
     """Monitors on one batch: target tokens [B, N, D]; predictions/targets [B, Nt, D]."""
     width = target_tokens.shape[-1]
-    pooled = target_tokens.float().mean(dim=1)
+    pooled = mean_pool(target_tokens.float())
     values = CollapseVerdict(
         feature_std=normalized_feature_std(target_tokens),
         isotropic_std=1.0 / math.sqrt(width),
@@ -76,3 +87,68 @@ def collapse_monitors(
     values["collapsed"] = bool(reasons)
     values["reason"] = "; ".join(reasons)
     return values
+
+
+class CollapseMonitor(Callback):
+    """Log the collapse monitors every N training steps, and the effective rank of pooled
+    evaluation-encoder features on the validation set; warn (once counted per step) when
+    they show collapse, naming the keys that usually fix it.
+
+    Works with any method: it asks the module for `collapse_inputs(output)` and reads
+    `output.features` in validation; methods that return nothing are left alone. The
+    recipe key is `monitors` (e.g. `monitors: {every_n_steps: 20}`).
+
+    Args:
+        every_n_steps: log the training monitors every this many steps (0: never).
+    """
+
+    def __init__(self, every_n_steps: int = 50) -> None:
+        self.every_n_steps = every_n_steps
+        self.warnings: list[dict] = []
+        self._val_features: list[torch.Tensor] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+        every, step = self.every_n_steps, trainer.global_step
+        output = outputs.get("output") if isinstance(outputs, dict) else None
+        if not every or output is None or (step - 1) % every or batch.inputs.shape[0] < 2:
+            return
+        inputs = pl_module.collapse_inputs(output)
+        if inputs is None:
+            return
+        verdict = collapse_monitors(*inputs)
+        if verdict["collapsed"]:
+            self.warnings.append({"step": step - 1, "reason": verdict["reason"]})
+            pl_module.record_warning("collapse warning")
+            log.warning(
+                "step %d: features look collapsed: %s. Usual fixes: %s",
+                step - 1,
+                verdict["reason"],
+                FIXES,
+            )
+        # straight to the loggers: through self.log, Lightning would repeat the last value
+        # at every step in between, drawing flat lines that were never measured
+        metrics = {
+            "collapse/train_batch_effective_rank": verdict["effective_rank"],
+            "collapse/normalized_feature_std": verdict["feature_std"],
+            "collapse/warning": float(verdict["collapsed"]),
+        }
+        if "prediction_cosine" in verdict:
+            metrics["collapse/prediction_target_cosine"] = verdict["prediction_cosine"]
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step - 1)
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:  # type: ignore[no-untyped-def]
+        self._val_features = []
+
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:  # type: ignore[no-untyped-def]
+        output = outputs.get("output") if isinstance(outputs, dict) else None
+        if output is not None and getattr(output, "features", None) is not None:
+            self._val_features.append(mean_pool(output.features).float().cpu())
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:  # type: ignore[no-untyped-def]
+        feats = torch.cat(self._val_features) if self._val_features else None
+        if feats is not None and feats.shape[0] > 1:
+            pl_module.log("val/effective_rank", effective_rank(feats), rank_zero_only=True)
+        self._val_features = []

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from ..data.prepared import PreparedDataset
-from .embed import embed_split, load_pretrained, random_encoder, read_labels, save_embeddings
-from .probes import Task, compare, format_table, run_probes
+from fmtrain.data.volumes.prepared import PreparedDataset
+from fmtrain.eval.embed import embed_split, read_labels, save_embeddings
+from fmtrain.eval.probes import Task, compare, format_table, run_probes
 
 log = logging.getLogger("fmtrain")
 
@@ -107,7 +107,10 @@ def _score(embeddings: dict, labels, tasks, seed, n_boot, probes) -> dict[str, A
 
 
 def run_probe(
-    recipe: str,
+    module: Any,
+    datamodule: Any,
+    *,
+    recipe: str = "",
     ckpt: str | None = None,
     labels: str | None = None,
     out_dir: str = "probe_output",
@@ -116,14 +119,14 @@ def run_probe(
     random_seeds: int = 3,
     probes: tuple[str, ...] = ("linear", "knn", "attentive"),
     n_boot: int = 1000,
-    overrides: list[str] | None = None,
 ) -> dict[str, Any]:
     """Probe the pretrained (EMA target) encoder and `random_seeds` random-init encoders.
 
     Args:
-        recipe: the recipe the checkpoint was trained with (its data section says where the
-            prepared data is).
-        ckpt: checkpoint to evaluate (None: only random-init encoders, for a baseline).
+        module: the built method (any `PretrainMethod`), with the checkpoint loaded.
+        datamodule: the recipe's datamodule (it says where the prepared data is).
+        recipe: the recipe's path, recorded in probe.json.
+        ckpt: the checkpoint loaded into `module`; None: only random-init encoders.
         labels: labels file (TSV/CSV with a ``filepath`` column); default: labels.tsv beside
             the recipe's data.source.
         out_dir: where probe.json and probe.txt go.
@@ -132,13 +135,12 @@ def run_probe(
         random_seeds: randomly initialised encoders to compare with (at least 3 advised).
         probes: any of "linear", "knn", "attentive".
         n_boot: bootstrap resamples for every interval.
-        overrides: extra recipe overrides, e.g. ["--data.init_args.source=..."].
 
     Returns:
         {"pretrained": run_probes result, "random": [...], "comparison": ..., "table": str}
     """
     start = time.perf_counter()
-    module, dm = load_pretrained(recipe, ckpt, list(overrides or []))
+    dm = datamodule
     dm.prepare_data()
     dataset = PreparedDataset(dm.prepared, dm.storage_options)
     splits = {"train": dataset.split(train_split), "test": dataset.split(test_split)}
@@ -151,8 +153,8 @@ def run_probe(
     table = read_labels(labels_path)
     tasks = _tasks(table)
     keep_tokens = "attentive" in probes
-    encoders = {"pretrained": module.method.target_encoder} if ckpt else {}
-    encoders |= {f"random-{s}": random_encoder(module, seed=1000 + s) for s in range(random_seeds)}
+    encoders = {"pretrained": module.evaluation_encoder()} if ckpt else {}
+    encoders |= {f"random-{s}": module.random_encoder(seed=1000 + s) for s in range(random_seeds)}
     results = {}
     for name, encoder in encoders.items():
         log.info("probing %s", name)
@@ -184,24 +186,18 @@ def run_probe(
 
 
 def run_embed(
-    recipe: str,
-    ckpt: str,
-    out: str = "embeddings.npz",
-    split: str = "test",
-    overrides: list[str] | None = None,
+    module: Any, datamodule: Any, out: str = "embeddings.npz", split: str = "test"
 ) -> str:
-    """Write the EMA target encoder's mean-pooled embeddings of one split, with sample ids.
+    """Write the evaluation encoder's mean-pooled embeddings of one split, with sample ids.
 
     Args:
-        recipe: the recipe the checkpoint was trained with.
-        ckpt: the checkpoint.
+        module: the built method with its checkpoint loaded.
+        datamodule: the recipe's datamodule.
         out: output .npz (arrays ``ids``, ``participants``, ``devices``, ``embeddings``).
         split: which prepared split to embed.
-        overrides: extra recipe overrides.
     """
-    module, dm = load_pretrained(recipe, ckpt, list(overrides or []))
-    dm.prepare_data()
-    volumes = PreparedDataset(dm.prepared, dm.storage_options).split(split)
-    embedded = embed_split(module.method.target_encoder, volumes, keep_tokens=False)
+    datamodule.prepare_data()
+    volumes = PreparedDataset(datamodule.prepared, datamodule.storage_options).split(split)
+    embedded = embed_split(module.evaluation_encoder(), volumes, keep_tokens=False)
     save_embeddings(out, embedded)
     return out

@@ -31,8 +31,8 @@ from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .attentive import fit_attentive_probe
-from .bootstrap import bootstrap_ci, mean_paired_diff
+from fmtrain.eval.attentive import fit_attentive_probe
+from fmtrain.eval.bootstrap import bootstrap_ci, mean_paired_diff
 
 log = logging.getLogger("fmtrain")
 

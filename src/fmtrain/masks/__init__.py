@@ -1,5 +1,20 @@
-"""Mask samplers over token grids; they return index tensors, never dense masks."""
+"""Mask samplers over token grids; they return index tensors, never dense masks.
 
-from .multiblock import MaskPair, MultiBlockMaskSampler, MultiBlockSpec
+A recipe picks one by `class_path` under `data.init_args.masks`; a user's own sampler
+subclasses `MaskSampler` and may reuse `equalised_indices` for equal lengths.
+"""
 
-__all__ = ["MaskPair", "MultiBlockMaskSampler", "MultiBlockSpec"]
+from fmtrain.masks.base import MaskPair, MaskSampler
+from fmtrain.masks.equal_length import equalised_indices
+from fmtrain.masks.multiblock import MultiBlock, MultiBlockMaskSampler, MultiBlockSpec
+from fmtrain.masks.random_patch import RandomPatch
+
+__all__ = [
+    "MaskPair",
+    "MaskSampler",
+    "MultiBlock",
+    "MultiBlockMaskSampler",
+    "MultiBlockSpec",
+    "RandomPatch",
+    "equalised_indices",
+]

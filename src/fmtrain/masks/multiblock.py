@@ -12,10 +12,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
+from fmtrain.masks.base import MaskPair, MaskSampler
+from fmtrain.masks.equal_length import equalised_indices
 
 logger = logging.getLogger("fmtrain.masks")
 
@@ -83,21 +86,6 @@ class MultiBlockSpec:
         ):
             value = _as_range(name, getattr(self, name), upper=upper, example=example)
             object.__setattr__(self, name, value)
-
-
-@dataclass(frozen=True)
-class MaskPair:
-    """Context and target token indices of one batch for one mask family.
-
-    Attributes:
-        context: int64 [B, Nc] indices into the flattened grid, each row sorted
-            ascending and unique, with Nc >= the sampler's `min_context_tokens`.
-        target: int64 [B, Nt] indices, each row sorted ascending, unique, non-empty and
-            disjoint from the same row of `context`.
-    """
-
-    context: torch.Tensor
-    target: torch.Tensor
 
 
 def _validate_grid(grid: Sequence[int]) -> tuple[int, ...]:
@@ -373,93 +361,69 @@ class MultiBlockMaskSampler:
             hidden[b] = np.count_nonzero(flat[b])
 
         pair = MaskPair(
-            context=torch.from_numpy(_equalised_indices(~flat, self._num_tokens - hidden, rng)),
-            target=torch.from_numpy(_equalised_indices(flat, hidden, rng)),
+            context=torch.from_numpy(equalised_indices(~flat, self._num_tokens - hidden, rng)),
+            target=torch.from_numpy(equalised_indices(flat, hidden, rng)),
         )
         return pair, extents, adaptation
 
 
-def _equalised_indices(
-    members: np.ndarray, lengths: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
-    """Index rows of a [B, N] membership matrix, cut to the shortest row without bias.
+def default_families() -> list[MultiBlockSpec]:
+    """V-JEPA's mix: 8 short-range blocks at 15% and 2 long-range blocks at 70% of the area."""
+    return [
+        MultiBlockSpec(num_blocks=8, spatial_scale=(0.15, 0.15)),
+        MultiBlockSpec(num_blocks=2, spatial_scale=(0.7, 0.7)),
+    ]
 
-    Each row keeps a uniformly random subset of its members of the batch-minimum size,
-    in ascending order. The reference V-JEPA collator truncates the tail instead, so the
-    last positions (last frames, bottom rows) lose tokens far more often than the first.
+
+@dataclass(kw_only=True)
+class MultiBlock(MaskSampler):
+    """V-JEPA multiblock masks, as a recipe names them (`class_path: fmtrain.masks.MultiBlock`).
 
     Args:
-        members: bool [B, N]; every row has at least one True.
-        lengths: int [B], the number of members per row.
-        rng: numpy generator.
-
-    Returns:
-        int64 [B, min row count] indices into N, ascending per row.
+        families: mask families; each batch gets one (context, target) pair per family.
+            Default: 8 blocks at 15% and 2 blocks at 70% of the spatial area.
+        min_context_tokens: every sample keeps at least this many context tokens.
+        max_tries: placement attempts per sample before falling back to 1-token blocks.
     """
-    batch, num = members.shape
-    size = int(lengths.min())
-    # Row-major flatnonzero lists row 0's members, then row 1's, ...: one ragged array.
-    positions = np.flatnonzero(members)
-    if positions.size > size * batch:
-        # Per row, mark the smaller of the dropped and the kept set; both are uniform.
-        excess = lengths - size
-        mark_kept = size < excess
-        picked = _uniform_picks(lengths, np.where(mark_kept, size, excess), rng)
-        if mark_kept.any():
-            picked ^= ~np.repeat(mark_kept, lengths)  # now True = kept, in every row
-        else:
-            np.logical_not(picked, out=picked)
-        positions = positions[picked]
-    kept = positions.reshape(batch, size).astype(np.int64, copy=False)
-    kept -= (np.arange(batch) * num)[:, None]
-    return kept
 
+    families: list[MultiBlockSpec] = field(default_factory=default_families)
+    min_context_tokens: int = 10
+    max_tries: int = 20
 
-def _uniform_picks(lengths: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Mark a uniformly random `counts[i]`-subset of each ragged row of `lengths[i]` items.
+    def __post_init__(self) -> None:
+        self.families = [
+            f if isinstance(f, MultiBlockSpec) else MultiBlockSpec(**f) for f in self.families
+        ]
+        self._samplers: dict[tuple[int, ...], MultiBlockMaskSampler] = {}
 
-    Rows are concatenated; returns a bool mask over the concatenation. This is sequential
-    sampling without replacement: items are drawn uniformly with replacement, and per row
-    the first `counts[i]` distinct unmarked items in draw order are marked, which makes
-    the marked set a uniform subset. It is vectorised over the batch (one `rng.choice`
-    per row costs several times more) and oversamples so that one or two rounds suffice.
-    Requires counts <= lengths / 2 so that oversampling stays bounded.
-    """
-    num_rows = lengths.size
-    starts = np.cumsum(lengths) - lengths
-    picked = np.zeros(int(lengths.sum()), dtype=bool)
-    # Scratch for spotting repeats within one round; only slots written this round are read.
-    owner = np.empty(picked.size, dtype=np.int32)
-    need = counts.astype(np.int64)
-    done = np.zeros(num_rows, dtype=np.int64)
-    while need.any():
-        # Expected draws to find `need` new items among `lengths - done` unmarked ones
-        # (coupon collector), plus a margin.
-        remaining = lengths - done
-        expected = lengths * np.log(remaining / np.maximum(remaining - need, 1))
-        num_draws = np.where(need > 0, np.ceil(1.1 * expected).astype(np.int64) + 8, 0)
-        rows = np.repeat(np.arange(num_rows), num_draws)
-        # floor(u * n) with float64 u: off uniform by < n / 2**53, far below sampling noise.
-        scaled = rng.random(rows.size)
-        scaled *= np.repeat(lengths, num_draws)
-        draws = scaled.astype(np.int64)
-        draws += np.repeat(starts, num_draws)
-        if done.any():
-            fresh = ~picked[draws]
-            draws, rows = draws[fresh], rows[fresh]
-        order = np.arange(draws.size, dtype=np.int32)
-        owner[draws] = order
-        # One draw per distinct item "owns" it. Which repeat wins the write above depends
-        # on draw positions only, never on the item, so keeping the first `need` owners
-        # per row in draw order is unbiased across items.
-        first = owner[draws] == order
-        draws, rows = draws[first], rows[first]
-        # rows is sorted (np.repeat), so the rank within a row is offset from its start.
-        per_row = np.bincount(rows, minlength=num_rows)
-        rank = np.arange(rows.size) - (np.cumsum(per_row) - per_row)[rows]
-        take = rank < need[rows]
-        picked[draws[take]] = True
-        gained = np.bincount(rows[take], minlength=num_rows)
-        need -= gained
-        done += gained
-    return picked
+    def num_families(self) -> int:
+        return len(self.families)
+
+    def _sampler(self, grid: Sequence[int]) -> MultiBlockMaskSampler:
+        key = tuple(int(g) for g in grid)
+        if key not in self._samplers:
+            try:
+                self._samplers[key] = MultiBlockMaskSampler(
+                    key,
+                    self.families,
+                    min_context_tokens=self.min_context_tokens,
+                    max_tries=self.max_tries,
+                )
+            except ValueError as err:
+                raise ValueError(f"data.init_args.masks: {err}") from None
+        return self._samplers[key]
+
+    def validate(self, grid: Sequence[int]) -> None:
+        self._sampler(grid)
+
+    def sample(
+        self, grid: Sequence[int], batch_size: int, rng: np.random.Generator
+    ) -> list[MaskPair]:
+        return self._sampler(grid).sample(batch_size, rng)
+
+    def describe(self, grid: Sequence[int], batch_size: int = 8, batches: int = 16) -> str:
+        return self._sampler(grid).describe()
+
+    def __getstate__(self) -> dict:
+        # loader workers rebuild the per-grid samplers; they are caches, not configuration
+        return {**self.__dict__, "_samplers": {}}

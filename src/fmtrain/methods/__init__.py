@@ -1,14 +1,30 @@
-"""Pretraining objectives: one LightningModule per method, each a thin shell over its step."""
+"""Pretraining methods: one small subclass of `PretrainMethod` per objective.
 
-from .configs import EMAConfig, EncoderConfig, OptimizerConfig, PredictorConfig
-from .vjepa import VJEPA
-from .vjepa_module import VJEPAModule
+Names are imported lazily so that `fmtrain.methods.configs` (kept in checkpoints) loads
+without Lightning.
+"""
 
-__all__ = [
-    "VJEPA",
-    "EMAConfig",
-    "EncoderConfig",
-    "OptimizerConfig",
-    "PredictorConfig",
-    "VJEPAModule",
-]
+from importlib import import_module
+from typing import Any
+
+_LAZY = {
+    "PretrainMethod": ".base",
+    "MethodOutput": ".base",
+    "RecipeLink": ".links",
+    "VJEPA": ".vjepa",
+    "VJEPAModule": ".vjepa",
+    "MAE": ".mae",
+    "MAEModule": ".mae",
+    "EMAConfig": ".configs",
+    "DecoderConfig": ".configs",
+    "OptimizerConfig": ".configs",
+    "PredictorConfig": ".configs",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'fmtrain.methods' has no attribute {name!r}")

@@ -3,26 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
-EncoderSize = Literal["vit_test", "vit_micro", "vit_tiny", "vit_small", "vit_base", "vit_large"]
-
-
-@dataclass(kw_only=True)
-class EncoderConfig:
-    """Encoder architecture.
-
-    Args:
-        size: registered ViT size (`vit_test` is a 2-block debug model).
-        in_chans: input channels.
-        drop_path: stochastic depth rate of the last block.
-        activation_checkpointing: recompute block activations in backward (less memory).
-    """
-
-    size: EncoderSize = "vit_base"
-    in_chans: int = 1
-    drop_path: float = 0.0
-    activation_checkpointing: bool = False
 
 
 @dataclass(kw_only=True)
@@ -38,6 +18,21 @@ class PredictorConfig:
     embed_dim: int = 384
     depth: int = 12
     num_heads: int = 12
+
+
+@dataclass(kw_only=True)
+class DecoderConfig:
+    """MAE decoder: a narrow transformer with mask tokens, predicting pixels.
+
+    Args:
+        embed_dim: decoder width.
+        depth: decoder blocks.
+        num_heads: attention heads (must divide embed_dim).
+    """
+
+    embed_dim: int = 256
+    depth: int = 4
+    num_heads: int = 8
 
 
 @dataclass(kw_only=True)

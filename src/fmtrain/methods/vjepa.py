@@ -8,24 +8,28 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..nn.predictor import JEPAPredictor
-from ..nn.vit import VisionTransformer, gather_tokens
+from fmtrain.losses.regression import feature_regression, layer_normed
+from fmtrain.methods.base import MethodOutput, PretrainMethod
+from fmtrain.methods.configs import EMAConfig, OptimizerConfig, PredictorConfig
+from fmtrain.methods.links import RecipeLink
+from fmtrain.methods.schedules import linear
+from fmtrain.nn.encoder import EncoderSpec, ViTEncoder
+from fmtrain.nn.predictor import JEPAPredictor
+from fmtrain.nn.tokens import gather_tokens
 
 
 @dataclass
-class JEPAOutput:
-    loss: torch.Tensor
-    loss_per_mask: list[torch.Tensor]
-    target_features: torch.Tensor  # target encoder tokens [B, N, D] (final norm, no extra LN)
-    predictions: list[torch.Tensor] | None = None  # per mask family [B, Nt, D]
-    regression_targets: list[torch.Tensor] | None = None  # layer-normed targets [B, Nt, D]
+class JEPAOutput(MethodOutput):
+    """`features` are the target encoder's tokens [B, N, D] (final norm, no extra LN)."""
+
+    predictions: list[torch.Tensor] = field(default_factory=list)  # per family [B, Nt, D]
+    regression_targets: list[torch.Tensor] = field(default_factory=list)  # layer-normed
 
 
 class VJEPA(nn.Module):
@@ -38,7 +42,7 @@ class VJEPA(nn.Module):
     """
 
     def __init__(
-        self, encoder: VisionTransformer, predictor: JEPAPredictor, loss: Literal["l1", "l2"] = "l1"
+        self, encoder: nn.Module, predictor: JEPAPredictor, loss: Literal["l1", "l2"] = "l1"
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -68,7 +72,7 @@ class VJEPA(nn.Module):
         # 1. Target encode the whole clip, without gradients.
         with torch.no_grad():
             target_tokens = self.target_encoder(inputs)
-            h = F.layer_norm(target_tokens, (target_tokens.shape[-1],))
+            h = layer_normed(target_tokens)
         losses, predictions, regression_targets = [], [], []
         for family, (context_idx, target_idx) in enumerate(zip(contexts, targets, strict=True)):
             # 2. Context encode only the visible tokens.
@@ -77,21 +81,16 @@ class VJEPA(nn.Module):
             prediction = self.predictor(z, context_idx, target_idx, mask_index=family)
             # 4. Regress the layer-normed target features at the target positions.
             target = gather_tokens(h, target_idx)
-            losses.append(self.regression_loss(prediction, target))
+            losses.append(feature_regression(prediction, target, self.loss))
             predictions.append(prediction)
             regression_targets.append(target)
         return JEPAOutput(
             loss=torch.stack(losses).mean(),
             loss_per_mask=losses,
-            target_features=target_tokens,
+            features=target_tokens,
             predictions=predictions,
             regression_targets=regression_targets,
         )
-
-    def regression_loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.loss == "l1":
-            return F.l1_loss(prediction.float(), target.float())
-        return F.mse_loss(prediction.float(), target.float())
 
     @torch.no_grad()
     def update_target(self, momentum: float) -> None:
@@ -100,3 +99,96 @@ class VJEPA(nn.Module):
         online = [p.detach() for p in self.encoder.parameters()]
         torch._foreach_mul_(target, momentum)
         torch._foreach_add_(target, online, alpha=1.0 - momentum)
+
+
+def _mask_families(datamodule) -> int:
+    return int(getattr(datamodule, "num_mask_families", 1))
+
+
+class VJEPAModule(PretrainMethod):
+    """V-JEPA pretraining: context encoder and predictor against an EMA target encoder.
+
+    Args:
+        input_size: spatial input shape (linked from `data.input_size`).
+        patch_size: patch extent per axis; input_size must be divisible by it.
+        in_chans: input channels (linked from the datamodule).
+        num_mask_families: mask families per batch (linked from `data.masks`).
+        encoder: encoder configuration (default: ViT-B; any `EncoderSpec` by `class_path`).
+        predictor: predictor architecture.
+        optimizer: AdamW and its schedules.
+        ema: target-encoder momentum schedule.
+        loss: "l1" (as in V-JEPA) or "l2".
+        compile: compile every transformer block with torch.compile.
+        compile_backend: torch.compile backend.
+        max_consecutive_bad_steps: stop after this many skipped non-finite steps in a row.
+    """
+
+    def __init__(
+        self,
+        *,
+        input_size: tuple[int, ...],
+        patch_size: tuple[int, ...] = (4, 16, 16),
+        in_chans: int = 1,
+        num_mask_families: int = 1,
+        encoder: EncoderSpec = ViTEncoder(),  # noqa: B008 (frozen: a safe default)
+        predictor: PredictorConfig | None = None,
+        optimizer: OptimizerConfig | None = None,
+        ema: EMAConfig | None = None,
+        loss: Literal["l1", "l2"] = "l1",
+        compile: bool = False,
+        compile_backend: str = "inductor",
+        max_consecutive_bad_steps: int = 5,
+    ) -> None:
+        super().__init__(
+            input_size=input_size,
+            patch_size=patch_size,
+            in_chans=in_chans,
+            encoder=encoder,
+            optimizer=optimizer,
+            compile=compile,
+            compile_backend=compile_backend,
+            max_consecutive_bad_steps=max_consecutive_bad_steps,
+        )
+        self.save_hyperparameters()
+        self.num_mask_families = num_mask_families
+        self.ema_config = ema or EMAConfig()
+        p = predictor or PredictorConfig()
+        enc = self.build_encoder()
+        pred = JEPAPredictor(
+            grid=self.grid,
+            encoder_dim=enc.embed_dim,
+            embed_dim=p.embed_dim,
+            depth=p.depth,
+            num_heads=p.num_heads,
+            num_mask_tokens=num_mask_families,
+        )
+        pred.set_grad_checkpointing(getattr(self.encoder_spec, "activation_checkpointing", False))
+        self.method = VJEPA(enc, pred, loss=loss)
+
+    @classmethod
+    def recipe_links(cls) -> list[RecipeLink]:
+        return [*super().recipe_links(), RecipeLink("data", "model.init_args.num_mask_families",
+                                                    "num_mask_families")]  # fmt: skip
+
+    def forward_batch(self, batch) -> JEPAOutput:
+        return self.method(batch.inputs, batch.contexts, batch.targets)
+
+    def evaluation_encoder(self) -> nn.Module:
+        return self.method.target_encoder  # as in V-JEPA's frozen evaluation
+
+    def extra_schedules(self, step: int, total: int) -> dict[str, float]:
+        e = self.ema_config
+        return {
+            "ema_momentum": linear(step, total_steps=total, start=e.momentum, end=e.final_momentum)
+        }
+
+    def after_optimizer_step(self, values: dict[str, float]) -> None:
+        # 5. EMA, once per optimizer step and after it, as in V-JEPA.
+        self.method.update_target(values["ema_momentum"])
+
+    def collapse_inputs(self, output: JEPAOutput) -> tuple:
+        return (
+            output.features,
+            torch.cat([p.flatten(0, 1) for p in output.predictions]),
+            torch.cat([t.flatten(0, 1) for t in output.regression_targets]),
+        )

@@ -1,7 +1,19 @@
 """Model parts in plain torch.nn: no Lightning, no data."""
 
-from .grid import TokenGrid
-from .predictor import JEPAPredictor
-from .vit import VIT_SIZES, VisionTransformer
+from fmtrain.nn.decoder import MAEDecoder
+from fmtrain.nn.encoder import Encoder, EncoderSpec, ViTEncoder
+from fmtrain.nn.heads import MeanPool, mean_pool
+from fmtrain.nn.predictor import JEPAPredictor
+from fmtrain.nn.vit import VIT_SIZES, VisionTransformer
 
-__all__ = ["VIT_SIZES", "JEPAPredictor", "TokenGrid", "VisionTransformer"]
+__all__ = [
+    "VIT_SIZES",
+    "Encoder",
+    "EncoderSpec",
+    "JEPAPredictor",
+    "MAEDecoder",
+    "MeanPool",
+    "ViTEncoder",
+    "VisionTransformer",
+    "mean_pool",
+]

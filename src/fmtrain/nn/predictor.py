@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .checkpointing import run_blocks
-from .grid import TokenGrid
-from .posembed import sincos_position_embedding
-from .transformer import Block, init_vit_weights
-from .vit import gather_tokens
+from fmtrain.core.grid import TokenGrid
+from fmtrain.nn.checkpointing import run_blocks
+from fmtrain.nn.posembed import sincos_position_embedding
+from fmtrain.nn.tokens import gather_tokens
+from fmtrain.nn.transformer import Block, init_vit_weights
 
 
 class JEPAPredictor(nn.Module):
@@ -29,6 +29,7 @@ class JEPAPredictor(nn.Module):
         num_mask_tokens: one per mask family, so the predictor knows which kind of
             mask (short- or long-range) it is filling.
         mlp_ratio: MLP hidden width / embed_dim.
+        out_dim: width of the predictions (default `encoder_dim`; MAE predicts pixels).
     """
 
     def __init__(
@@ -41,6 +42,7 @@ class JEPAPredictor(nn.Module):
         num_heads: int = 12,
         num_mask_tokens: int = 1,
         mlp_ratio: float = 4.0,
+        out_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.encoder_dim = encoder_dim
@@ -54,7 +56,7 @@ class JEPAPredictor(nn.Module):
             Block(embed_dim, num_heads, mlp_ratio=mlp_ratio) for _ in range(depth)
         )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
-        self.proj = nn.Linear(embed_dim, encoder_dim)
+        self.proj = nn.Linear(embed_dim, out_dim or encoder_dim)
         self.grad_checkpointing = False
         self.apply(init_vit_weights)
 
@@ -80,7 +82,7 @@ class JEPAPredictor(nn.Module):
             mask_index: which mask family produced these indices.
 
         Returns:
-            [B, Nt, encoder_dim] predictions, in the order of `target_idx`.
+            [B, Nt, out_dim] predictions, in the order of `target_idx`.
         """
         b = context_tokens.shape[0]
         pos = self.pos_embed.expand(b, -1, -1).to(context_tokens.dtype)

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .checkpointing import run_blocks
-from .grid import TokenGrid
-from .patch_embed import PatchEmbed
-from .posembed import sincos_position_embedding
-from .transformer import Block, init_vit_weights
+from fmtrain.core.grid import TokenGrid
+from fmtrain.nn.checkpointing import run_blocks
+from fmtrain.nn.patch_embed import PatchEmbed
+from fmtrain.nn.posembed import sincos_position_embedding
+from fmtrain.nn.tokens import gather_tokens
+from fmtrain.nn.transformer import Block, init_vit_weights
 
 
 @dataclass(frozen=True)
@@ -32,11 +33,6 @@ VIT_SIZES: dict[str, ViTSize] = {
     "vit_base": ViTSize(embed_dim=768, depth=12, num_heads=12),
     "vit_large": ViTSize(embed_dim=1024, depth=24, num_heads=16),
 }
-
-
-def gather_tokens(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    """Select tokens per sample: x [B, N, D], indices int64 [B, K] -> [B, K, D]."""
-    return torch.gather(x, 1, indices.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
 class VisionTransformer(nn.Module):

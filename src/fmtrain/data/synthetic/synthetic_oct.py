@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fmtrain.data.oct_devices import OCTDevice
+from fmtrain.data.synthetic.oct_devices import OCTDevice
 
 __all__ = ["PATHOLOGIES", "SyntheticOCT", "synthesize_oct"]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset
 
-from .dicom_reader import (
+from fmtrain.data.volumes.dicom_reader import (
     PIXEL_KEYWORDS,
     apply_rescale,
     check_dimensions,
@@ -31,8 +31,8 @@ from .dicom_reader import (
     rescale_of,
     stack_from_positions,
 )
-from .errors import VolumeReadError
-from .volume import Volume
+from fmtrain.data.volumes.errors import VolumeReadError
+from fmtrain.data.volumes.volume import Volume
 
 __all__ = ["read_dicom_file"]
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..masks import MultiBlockMaskSampler
+from fmtrain.masks.base import MaskSampler
 
 
 @dataclass
@@ -27,17 +27,33 @@ class MaskedBatch:
     targets: list[torch.Tensor] = field(default_factory=list)
     sample_ids: torch.Tensor | None = None
 
+    def head(self, size: int) -> MaskedBatch:
+        """The first `size` samples, with their masks (for single-sample checks)."""
+        return MaskedBatch(
+            inputs=self.inputs[:size],
+            contexts=[c[:size] for c in self.contexts],
+            targets=[t[:size] for t in self.targets],
+            sample_ids=None if self.sample_ids is None else self.sample_ids[:size],
+        )
+
 
 class MaskCollator:
-    """Stack samples and draw one (context, target) pair per mask family."""
+    """Stack samples and draw one (context, target) pair per mask family (none without a
+    sampler).
 
-    def __init__(self, sampler: MultiBlockMaskSampler) -> None:
+    Args:
+        sampler: the recipe's mask sampler, or None for methods without masks.
+        grid: token grid shape the masks index.
+    """
+
+    def __init__(self, sampler: MaskSampler | None, grid: Sequence[int]) -> None:
         self.sampler = sampler
+        self.grid = tuple(grid)
 
     def __call__(
         self, samples: Sequence[torch.Tensor], ids: Sequence[int], rng: np.random.Generator
     ) -> MaskedBatch:
-        pairs = self.sampler.sample(len(samples), rng)
+        pairs = self.sampler.sample(self.grid, len(samples), rng) if self.sampler else []
         return MaskedBatch(
             inputs=torch.stack(list(samples)),
             contexts=[p.context for p in pairs],

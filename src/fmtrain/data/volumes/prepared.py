@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .sources import exists, is_remote, join, read_bytes
+from fmtrain.core.storage import exists, is_remote, join, read_bytes
 
 __all__ = ["PreparedDataset", "PreparedSplit", "open_zarr_group"]
 

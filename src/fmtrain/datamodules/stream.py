@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .batch import MaskedBatch
+from fmtrain.datamodules.batch import MaskedBatch
 
 
 class IndexedVolumes(Protocol):

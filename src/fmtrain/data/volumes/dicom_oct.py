@@ -24,9 +24,9 @@ from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
-from fmtrain.data.dicom_multiframe import read_dicom_file
-from fmtrain.data.oct_devices import OCTDevice
-from fmtrain.data.volume import Volume
+from fmtrain.data.synthetic.oct_devices import OCTDevice
+from fmtrain.data.volumes.dicom_multiframe import read_dicom_file
+from fmtrain.data.volumes.volume import Volume
 
 __all__ = ["OPHTHALMIC_TOMOGRAPHY_SOP_CLASS", "read_oct_dicom", "write_oct_dicom"]
 
@@ -235,7 +235,7 @@ def write_oct_dicom(
 def read_oct_dicom(path: str | Path) -> Volume:
     """Read a multi-frame OCT DICOM file into a :class:`Volume`, geometry included.
 
-    The general multi-frame reader (`fmtrain.data.dicom_multiframe.read_dicom_file`) does
+    The general multi-frame reader (`fmtrain.data.volumes.dicom_multiframe.read_dicom_file`) does
     the work, with no spacing fallback: PixelSpacing from the Pixel Measures macro in the
     Shared Functional Groups, else in the Per-frame items (all frames must then agree), else
     the top level; slice spacing from SpacingBetweenSlices, else the frames'

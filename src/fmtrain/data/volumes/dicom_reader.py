@@ -23,7 +23,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from .errors import VolumeReadError
+from fmtrain.data.volumes.errors import VolumeReadError
 
 log = logging.getLogger("fmtrain.data")
 

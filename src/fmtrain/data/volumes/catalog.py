@@ -2,7 +2,7 @@
 
 A *source* is one of:
 
-- an AI-READI-style ``manifest.tsv`` (columns in `fmtrain.data.manifest.MANIFEST_COLUMNS`);
+- an AI-READI-style ``manifest.tsv`` (columns in `fmtrain.data.volumes.manifest.MANIFEST_COLUMNS`);
 - a CSV/TSV file list with a header holding a ``path`` or ``filepath`` column, and optionally
   ``participant_id``, ``device`` (or ``manufacturers_model_name``), ``anatomic_region``,
   ``laterality``; other columns ride along as item attributes;
@@ -26,9 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import VolumeReadError
-from .manifest import FIELD_PARSERS, MANIFEST_COLUMNS
-from .sources import filesystem, is_remote, join, read_bytes
+from fmtrain.core.storage import filesystem, is_remote, join, read_bytes
+from fmtrain.data.volumes.errors import VolumeReadError
+from fmtrain.data.volumes.manifest import FIELD_PARSERS, MANIFEST_COLUMNS
 
 log = logging.getLogger("fmtrain.data")
 

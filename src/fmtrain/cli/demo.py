@@ -1,4 +1,8 @@
-"""The CPU demo: generate OCT DICOMs, pretrain V-JEPA, check the features did not collapse."""
+"""`fmtrain demo`: generate OCT DICOMs, pretrain a recipe on the CPU, probe it, report.
+
+Any method's recipe works (`--recipe recipes/oct_mae_demo.yaml`): the demo asks the method
+for its evaluation encoder and a random-init twin, never for its internals.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +12,18 @@ import logging
 import time
 from pathlib import Path
 
+from jsonargparse import CLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from .check.pictures import save_mask_pictures
-from .cli import run_cli
-from .data.generate import generate_oct_dataset
-from .data.prepared import PreparedDataset
-from .eval.collapse import rank_against_random_init
-from .eval.embed import embed_split, random_encoder, read_labels
-from .eval.probe_command import run_probe
-from .eval.report import plot_curves, plot_pca, write_report
-from .methods import VJEPAModule
+from fmtrain.check.pictures import save_mask_pictures
+from fmtrain.cli.evaluate import probe
+from fmtrain.data.synthetic.generate import generate_oct_dataset
+from fmtrain.data.volumes.prepared import PreparedDataset
+from fmtrain.eval.collapse import rank_against_random_init
+from fmtrain.eval.embed import embed_split, read_labels
+from fmtrain.eval.monitors import CollapseMonitor
+from fmtrain.eval.report import plot_curves, plot_pca, write_report
+from fmtrain.recipe import build_recipe
 
 log = logging.getLogger("fmtrain")
 
@@ -36,7 +41,7 @@ def _report(cli, recipe: str, data: Path, out: Path, results: dict) -> str:
     """Probe table, curves, mask picture and PCA map -> out/report.md."""
     module, dm = cli.model, cli.datamodule
     source = [f"--data.init_args.source={data / 'manifest.tsv'}"]
-    probe = run_probe(
+    probed = probe(
         recipe,
         results["checkpoint"],
         out_dir=str(out / "probe"),
@@ -46,20 +51,21 @@ def _report(cli, recipe: str, data: Path, out: Path, results: dict) -> str:
     )
     csv_logger = next(lg for lg in cli.trainer.loggers if isinstance(lg, CSVLogger))
     plot_curves(Path(csv_logger.log_dir) / "metrics.csv", out / "curves.png")
-    save_mask_pictures(next(iter(dm.val_dataloader())), module.grid, out)
+    if dm.num_mask_families:
+        save_mask_pictures(next(iter(dm.val_dataloader())), module.grid, out)
     test = PreparedDataset(dm.prepared).split("test")
     labels = read_labels(data / "labels.tsv")
     pathology = [labels[s["key"]]["pathology"] for s in test.samples]
     panels = {
         name: (embed_split(encoder, test, keep_tokens=False)["pooled"], pathology)
         for name, encoder in (
-            ("pretrained (EMA target encoder)", module.method.target_encoder),
-            ("random init", random_encoder(module, seed=1000)),
+            ("pretrained (evaluation encoder)", module.evaluation_encoder()),
+            ("random init", module.random_encoder(seed=1000)),
         )
     }
     plot_pca(panels, out / "pca.png")
-    print(probe["table"])
-    return write_report(out, results, probe["table"])
+    print(probed["table"])
+    return write_report(out, results, probed["table"])
 
 
 def run_demo(
@@ -93,14 +99,13 @@ def run_demo(
     ]
     if max_steps is not None:
         args.append(f"--trainer.max_steps={max_steps}")
-    cli = run_cli(args)
+    cli = build_recipe(args)
     train_seconds = time.perf_counter() - start
 
-    module: VJEPAModule = cli.model
-    dm = cli.datamodule
+    module, dm = cli.model, cli.datamodule
     held_out = [b.inputs for b in dm.val_dataloader()]
     ranks = rank_against_random_init(
-        module.method.target_encoder, random_encoder(module, seed=12345), held_out
+        module.evaluation_encoder(), module.random_encoder(seed=12345), held_out
     )
     csv_logger = next(lg for lg in cli.trainer.loggers if isinstance(lg, CSVLogger))
     tb_logger = next(lg for lg in cli.trainer.loggers if isinstance(lg, TensorBoardLogger))
@@ -120,7 +125,8 @@ def run_demo(
     }
     print("[demo] probing the frozen encoder against 3 random-init encoders ...")
     results["recipe"] = recipe
-    results["collapse_warnings"] = module.collapse_warnings
+    monitors = [c for c in cli.trainer.callbacks if isinstance(c, CollapseMonitor)]
+    results["collapse_warnings"] = monitors[0].warnings if monitors else []
     results["report"] = _report(cli, recipe, data, out, results)
     results["wall_seconds"] = round(time.perf_counter() - start, 1)
     (out / "results.json").write_text(json.dumps(results, indent=2))
@@ -140,3 +146,7 @@ def run_demo(
     print(f"[demo] curves: {results['tensorboard']}")
     print(f"[demo] report (curves, masks, probe table, embedding map): {results['report']}")
     return results
+
+
+def main(args: list[str]) -> None:
+    CLI(run_demo, args=args, description=__doc__)

@@ -3,7 +3,7 @@ DICOM file, a folder holding one DICOM series, or a list of the files of one ser
 
 The reader is chosen by content, not by name: a NIfTI header (gzipped or not) means NIfTI,
 anything else is tried as DICOM. Remote sources (``s3://``, ``gs://``, ``memory://``...) are
-fetched to a local cache first through `fmtrain.data.sources`; errors, warnings and
+fetched to a local cache first through `fmtrain.core.storage`; errors, warnings and
 ``metadata["path"]`` name the URL, not the cached copy.
 """
 
@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .dicom_multiframe import read_dicom_file
-from .dicom_series import read_dicom_series
-from .errors import VolumeReadError
-from .nifti_reader import nifti_version, read_nifti
-from .sources import filesystem, is_remote, local_path
-from .volume import Volume
+from fmtrain.core.storage import filesystem, is_remote, local_path
+from fmtrain.data.volumes.dicom_multiframe import read_dicom_file
+from fmtrain.data.volumes.dicom_series import read_dicom_series
+from fmtrain.data.volumes.errors import VolumeReadError
+from fmtrain.data.volumes.nifti_reader import nifti_version, read_nifti
+from fmtrain.data.volumes.volume import Volume
 
 __all__ = ["read_volume"]
 
@@ -57,7 +57,7 @@ def read_volume(
 
     Raises:
         VolumeReadError: For every source that cannot be read; ``reason`` is one of
-            `fmtrain.data.errors.REASONS`.
+            `fmtrain.data.volumes.errors.REASONS`.
     """
     options = {"allow_missing_spacing": allow_missing_spacing, "max_voxels": max_voxels}
     if isinstance(source, (list, tuple)):

@@ -2,8 +2,8 @@
 
 Layout under ``out_dir``::
 
-    manifest.tsv                                   AI-READI columns, see fmtrain.data.manifest
-    labels.tsv                                     ground truth for probes
+    manifest.tsv                 AI-READI columns, see fmtrain.data.volumes.manifest
+    labels.tsv                   ground truth for probes
     retinal_oct/<device>/<participant_id>/<participant_id>_<laterality>.dcm
 
 Every file goes through the real DICOM writer, and the manifest's geometry is what that file
@@ -22,10 +22,10 @@ from typing import Literal
 import numpy as np
 from tqdm import tqdm
 
-from fmtrain.data.dicom_oct import write_oct_dicom
-from fmtrain.data.manifest import ManifestRow, write_manifest
-from fmtrain.data.oct_devices import OCT_DEVICES
-from fmtrain.data.synthetic_oct import PATHOLOGIES, synthesize_oct
+from fmtrain.data.synthetic.oct_devices import OCT_DEVICES
+from fmtrain.data.synthetic.synthetic_oct import PATHOLOGIES, synthesize_oct
+from fmtrain.data.volumes.dicom_oct import write_oct_dicom
+from fmtrain.data.volumes.manifest import ManifestRow, write_manifest
 
 __all__ = ["LABEL_COLUMNS", "generate_oct_dataset"]
 
@@ -121,7 +121,8 @@ def generate_oct_dataset(
 
     Participant ``i`` (ids ``"1001"``, ``"1002"``, ...) is scanned on ``devices[i % n]``; the
     eye, the pathology (``pathology_fraction`` of participants get one of the non-normal
-    :data:`~fmtrain.data.synthetic_oct.PATHOLOGIES`, uniformly) and the anatomy are drawn from
+    :data:`~fmtrain.data.synthetic.synthetic_oct.PATHOLOGIES`, uniformly) and the anatomy
+    are drawn from
     ``(seed, i)``. Pixel measures alternate between the shared and per-frame functional groups
     so that every device gets both layouts. The output is byte-identical for the same
     arguments, whatever ``workers`` is.
@@ -130,7 +131,7 @@ def generate_oct_dataset(
         out_dir: Output folder (created if needed); existing files of the same names are
             overwritten.
         num_participants: Number of volumes to write.
-        devices: Keys of :data:`~fmtrain.data.oct_devices.OCT_DEVICES`, used round-robin.
+        devices: Keys of :data:`~fmtrain.data.synthetic.oct_devices.OCT_DEVICES`, used round-robin.
         scale: Sampling density relative to each device's real matrix; 0.25 is the CPU demo.
         pathology_fraction: Probability, per participant, of a non-normal pathology.
         seed: Non-negative dataset seed.

@@ -3,7 +3,7 @@
 Runs in parallel processes with a progress bar; every finished volume leaves a record, so an
 interrupted run resumes where it stopped. Bad files are skipped and counted by reason; the
 run fails only when more than `max_skip_fraction` of them were bad, or none was good. The
-layout is described in `fmtrain.data.prepared`.
+layout is described in `fmtrain.data.volumes.prepared`.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from .catalog import CatalogItem, read_catalog
-from .errors import VolumeReadError
-from .prepared import PreparedDataset, open_zarr_group
-from .preprocess import prepare_volume
-from .sources import exists, filesystem, join, read_bytes, write_bytes
-from .splits import DEFAULT_FRACTIONS, assign_splits, split_counts
+from fmtrain.core.storage import exists, filesystem, join, read_bytes, write_bytes
+from fmtrain.data.volumes.catalog import CatalogItem, read_catalog
+from fmtrain.data.volumes.errors import VolumeReadError
+from fmtrain.data.volumes.prepared import PreparedDataset, open_zarr_group
+from fmtrain.data.volumes.preprocess import prepare_volume
+from fmtrain.data.volumes.splits import DEFAULT_FRACTIONS, assign_splits, split_counts
 
 log = logging.getLogger("fmtrain.data")
 
@@ -64,7 +64,7 @@ def _progress_url(out: str, split: str, index: int) -> str:
 
 def _process(task: _Task) -> dict:
     """Read, preprocess and store one volume; return (and persist) its record."""
-    from .read import read_volume
+    from fmtrain.data.volumes.read import read_volume
 
     item = task.item
     record: dict[str, Any] = {

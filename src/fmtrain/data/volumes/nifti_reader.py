@@ -17,8 +17,8 @@ import nibabel as nib
 import numpy as np
 from nibabel.fileholders import FileHolder
 
-from .errors import VolumeReadError
-from .volume import Volume
+from fmtrain.data.volumes.errors import VolumeReadError
+from fmtrain.data.volumes.volume import Volume
 
 __all__ = ["nifti_version", "read_nifti"]
 

@@ -6,33 +6,25 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import asdict
 from functools import partial
+from typing import Literal
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..masks import MultiBlockMaskSampler, MultiBlockSpec
-from ..nn.grid import TokenGrid
-from .augment import AugmentConfig, augment
-from .batch import MaskCollator, MaskedBatch
-from .prepare import prepare_dataset, prepare_params_match
-from .prepared import PreparedDataset, PreparedSplit
-from .sources import exists, is_remote, join, read_bytes
-from .splits import DEFAULT_FRACTIONS
-from .stream import PretrainStream
+from fmtrain.core.grid import TokenGrid
+from fmtrain.core.storage import exists, is_remote, join, read_bytes
+from fmtrain.data.volumes.augment import AugmentConfig, augment
+from fmtrain.data.volumes.prepare import prepare_dataset, prepare_params_match
+from fmtrain.data.volumes.prepared import PreparedDataset, PreparedSplit
+from fmtrain.data.volumes.splits import DEFAULT_FRACTIONS
+from fmtrain.datamodules.batch import MaskCollator, MaskedBatch
+from fmtrain.datamodules.stream import PretrainStream
+from fmtrain.masks import MaskSampler, MultiBlock, MultiBlockSpec
 
 log = logging.getLogger("fmtrain.data")
-
-
-def default_masks() -> list[MultiBlockSpec]:
-    """V-JEPA's mix: 8 short-range blocks at 15% and 2 long-range blocks at 70% of the area."""
-    return [
-        MultiBlockSpec(num_blocks=8, spatial_scale=(0.15, 0.15)),
-        MultiBlockSpec(num_blocks=2, spatial_scale=(0.7, 0.7)),
-    ]
 
 
 class _ValidationSet(Dataset):
@@ -62,7 +54,7 @@ class VolumeDataModule(pl.LightningDataModule):
     """Raw volumes (manifest, file list or folder) -> prepared zarr -> masked batches.
 
     Training always reads a prepared dataset (`fmtrain prepare`, layout in
-    `fmtrain.data.prepared`). Give `prepared` to train from one made beforehand (a folder
+    `fmtrain.data.volumes.prepared`). Give `prepared` to train from one made beforehand (a folder
     or a bucket URL); give `source` and the datamodule prepares it once, before training,
     into `prepared` (default: a folder beside a local source, keyed by the settings).
 
@@ -76,8 +68,10 @@ class VolumeDataModule(pl.LightningDataModule):
         input_size: volume size after crop/pad, (z, y, x) — for OCT (B-scans, rows, columns).
         spacing: target voxel spacing in mm, (z, y, x).
         patch_size: token patch size (linked from `model.patch_size`).
-        masks: mask families; each batch gets one (context, target) pair per family.
-        min_context_tokens: every sample keeps at least this many context tokens.
+        masks: mask sampler by `class_path` (`fmtrain.masks.MultiBlock` for V-JEPA,
+            `fmtrain.masks.RandomPatch` for MAE, or your own `MaskSampler`); a plain list
+            of multiblock families is short for `MultiBlock(families=...)`. Default:
+            V-JEPA's multiblock mix. `none` for methods that use no masks.
         batch_size: per-device batch size.
         val_batch_size: validation batch size (defaults to `batch_size`).
         num_workers: loader worker processes.
@@ -103,8 +97,7 @@ class VolumeDataModule(pl.LightningDataModule):
         input_size: tuple[int, int, int] = (64, 384, 384),
         spacing: tuple[float, float, float] = (0.05, 0.02, 0.02),
         patch_size: tuple[int, int, int] = (4, 16, 16),
-        masks: list[MultiBlockSpec] | None = None,
-        min_context_tokens: int = 10,
+        masks: MaskSampler | list[MultiBlockSpec] | Literal["none"] | None = None,
         batch_size: int = 8,
         val_batch_size: int | None = None,
         num_workers: int = 2,
@@ -142,10 +135,9 @@ class VolumeDataModule(pl.LightningDataModule):
         # a bucket is shared by all nodes: prepare it once (global rank 0), not once per node
         self.prepare_data_per_node = not is_remote(self.prepared)
         self.grid = TokenGrid.from_sizes(input_size, patch_size, patch_key="model.patch_size")
-        self.mask_specs = masks if masks is not None else default_masks()
-        self.sampler = MultiBlockMaskSampler(
-            self.grid.shape, self.mask_specs, min_context_tokens=min_context_tokens
-        )
+        self.sampler = _sampler(masks)
+        if self.sampler is not None:
+            self.sampler.validate(self.grid.shape)  # impossible masks fail as the recipe is read
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
         self.num_workers = num_workers
@@ -210,8 +202,18 @@ class VolumeDataModule(pl.LightningDataModule):
             self.prepared,
             self.grid.shape,
             self.grid.num_tokens,
-            self.sampler.describe(),
+            self.sampler.describe(self.grid.shape) if self.sampler else "none",
         )
+
+    @property
+    def channels(self) -> int:
+        """Input channels of every batch (volumes are single-channel)."""
+        return 1
+
+    @property
+    def num_mask_families(self) -> int:
+        """(context, target) pairs per batch."""
+        return self.sampler.num_families() if self.sampler else 0
 
     def _start_batch(self) -> int:
         """Batches already consumed, from the (possibly restored) optimizer step."""
@@ -223,7 +225,7 @@ class VolumeDataModule(pl.LightningDataModule):
         stream = PretrainStream(
             self.train_volumes,
             batch_size=self.batch_size,
-            make_batch=MaskCollator(self.sampler),
+            make_batch=MaskCollator(self.sampler, self.grid.shape),
             transform=partial(augment, cfg=self.augment_config),
             seed=self.seed,
             start_batch=self._start_batch(),
@@ -246,8 +248,18 @@ class VolumeDataModule(pl.LightningDataModule):
             batch_size=self.val_batch_size,
             shuffle=False,
             num_workers=min(self.num_workers, 1),
-            collate_fn=_ValidationCollate(MaskCollator(self.sampler), self.seed),
+            collate_fn=_ValidationCollate(MaskCollator(self.sampler, self.grid.shape), self.seed),
         )
 
     def describe(self) -> dict:
-        return {"grid": list(self.grid.shape), "masks": [asdict(m) for m in self.mask_specs]}
+        return {"grid": list(self.grid.shape), "masks": repr(self.sampler)}
+
+
+def _sampler(masks: MaskSampler | list | str | None) -> MaskSampler | None:
+    if masks == "none":
+        return None
+    if masks is None:
+        return MultiBlock()
+    if isinstance(masks, list):
+        return MultiBlock(families=masks)
+    return masks

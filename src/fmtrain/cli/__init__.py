@@ -1,0 +1,75 @@
+"""`fmtrain` command line: Lightning's fit/validate driven by YAML recipes, plus tools.
+
+fmtrain fit --config recipes/oct_vjepa_demo.yaml [--trainer.max_steps 100 ...]
+fmtrain check recipes/oct_mae_demo.yaml
+fmtrain probe recipes/oct_vjepa_demo.yaml --ckpt demo_output/run/checkpoints/last.ckpt
+fmtrain embed recipes/oct_vjepa_demo.yaml --ckpt last.ckpt --out emb.npz
+fmtrain export last.ckpt encoder/            # safetensors + config.json, for load_encoder
+fmtrain generate-oct --out_dir data/oct --num_participants 64 --scale 0.25
+fmtrain prepare data/oct/manifest.tsv s3://bucket/oct-prepared --size [64,384,384]
+fmtrain demo
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+from fmtrain.cli.messages import show_progress_messages
+from fmtrain.recipe import FmtrainCLI, build_recipe
+
+__all__ = ["FmtrainCLI", "main", "run_cli"]
+
+_TOOLS = {
+    "check": "build a recipe, pull real batches, run a step; report shapes, masks, problems",
+    "probe": "score a checkpoint's frozen encoder with linear/k-NN/attentive probes vs random init",
+    "embed": "write a checkpoint's per-sample embeddings with their ids (.npz)",
+    "export": "write a checkpoint's evaluation encoder as safetensors + config.json",
+    "generate-oct": "write synthetic retinal OCT volumes as DICOM plus manifest.tsv",
+    "prepare": "raw volumes (manifest, file list or folder; path or URL) -> prepared zarr",
+    "demo": "generate data, pretrain V-JEPA on the CPU, probe it, write a report",
+}
+
+
+def run_cli(args: Sequence[str] | None = None, *, run: bool = True) -> FmtrainCLI:
+    """Build (and by default run) the training CLI on `args` (see `build_recipe`)."""
+    return build_recipe(args, run=run, parser_kwargs={"description": __doc__})
+
+
+def _tool(name: str) -> Callable[[list[str]], int | None]:
+    # each tool is imported only when used: `fmtrain check` should not load the probes
+    if name == "check":
+        from fmtrain.check.runner import main as tool
+    elif name in ("probe", "embed"):
+        from fmtrain.cli.evaluate import embed_main, probe_main
+
+        tool = probe_main if name == "probe" else embed_main
+    elif name == "export":
+        from fmtrain.cli.export import main as tool
+    elif name == "generate-oct":
+        from fmtrain.cli.data_tools import generate_main as tool
+    elif name == "prepare":
+        from fmtrain.cli.data_tools import prepare_main as tool
+    else:
+        from fmtrain.cli.demo import main as tool
+    return tool
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `fmtrain` command."""
+    show_progress_messages()
+    from_shell = argv is None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _TOOLS:
+        code = _tool(argv[0])(argv[1:])
+        if code:
+            sys.exit(code)
+        return
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        for name, text in _TOOLS.items():
+            print(f"  {name:14s} {text}")
+        print("  fit/validate   train or evaluate a recipe (see `fmtrain fit --help`)\n")
+        if not argv:
+            return
+    run_cli(None if from_shell else argv)

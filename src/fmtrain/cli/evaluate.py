@@ -1,0 +1,110 @@
+"""`fmtrain probe` and `fmtrain embed`: a recipe and a checkpoint in, evaluations out.
+
+The recipe is built exactly as `fit` built it; the checkpoint's weights are loaded into
+the method, and the method says which encoder is evaluated (`evaluation_encoder()`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from jsonargparse import CLI
+
+from fmtrain.eval.probe_command import run_embed, run_probe
+from fmtrain.recipe import build_recipe
+
+log = logging.getLogger("fmtrain")
+
+__all__ = ["embed_main", "load_pretrained", "probe", "probe_main"]
+
+
+def load_pretrained(recipe: str, ckpt: str | None, overrides: list[str]):
+    """Build the recipe's method and datamodule (no training) and load `ckpt` into it."""
+    args = ["--config", recipe, *overrides, "--trainer.logger=false"]
+    cli = build_recipe(args, run=False)
+    if ckpt:
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        missing, unexpected = cli.model.load_state_dict(state["state_dict"], strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"{ckpt} does not fit the recipe {recipe}: missing {missing[:5]}, unexpected "
+                f"{unexpected[:5]} — was it trained with another model.encoder or method?"
+            )
+        log.info("loaded %s (global_step %s)", ckpt, state.get("global_step"))
+    return cli.model, cli.datamodule
+
+
+def probe(
+    recipe: str,
+    ckpt: str | None = None,
+    labels: str | None = None,
+    out_dir: str = "probe_output",
+    train_split: str = "train",
+    test_split: str = "test",
+    random_seeds: int = 3,
+    probes: tuple[str, ...] = ("linear", "knn", "attentive"),
+    n_boot: int = 1000,
+    overrides: list[str] | None = None,
+) -> dict:
+    """Probe a checkpoint's frozen encoder against `random_seeds` random-init encoders.
+
+    Args:
+        recipe: the recipe the checkpoint was trained with (its data section says where the
+            prepared data is).
+        ckpt: checkpoint to evaluate (None: only random-init encoders, for a baseline).
+        labels: labels file (TSV/CSV with a ``filepath`` column); default: labels.tsv beside
+            the recipe's data.source.
+        out_dir: where probe.json and probe.txt go.
+        train_split: split the probes are fitted on.
+        test_split: split they are scored on (participants disjoint from train_split).
+        random_seeds: randomly initialised encoders to compare with (at least 3 advised).
+        probes: any of "linear", "knn", "attentive".
+        n_boot: bootstrap resamples for every interval.
+        overrides: extra recipe overrides, e.g. ["--data.init_args.source=..."].
+    """
+    module, dm = load_pretrained(recipe, ckpt, list(overrides or []))
+    return run_probe(
+        module,
+        dm,
+        recipe=recipe,
+        ckpt=ckpt,
+        labels=labels,
+        out_dir=out_dir,
+        train_split=train_split,
+        test_split=test_split,
+        random_seeds=random_seeds,
+        probes=probes,
+        n_boot=n_boot,
+    )
+
+
+def embed(
+    recipe: str,
+    ckpt: str,
+    out: str = "embeddings.npz",
+    split: str = "test",
+    overrides: list[str] | None = None,
+) -> str:
+    """Write a checkpoint's mean-pooled embeddings of one split, with sample ids.
+
+    Args:
+        recipe: the recipe the checkpoint was trained with.
+        ckpt: the checkpoint.
+        out: output .npz (arrays ``ids``, ``participants``, ``devices``, ``embeddings``).
+        split: which prepared split to embed.
+        overrides: extra recipe overrides.
+    """
+    module, dm = load_pretrained(recipe, ckpt, list(overrides or []))
+    return run_embed(module, dm, out=out, split=split)
+
+
+def probe_main(args: list[str]) -> None:
+    result = CLI(probe, args=args, description="probe a checkpoint's frozen encoder")
+    print(result.get("table", "no checkpoint given: random-init baselines only (probe.json)"))
+    print(f"probe results: {result['seconds']} s; details in probe.json")
+
+
+def embed_main(args: list[str]) -> None:
+    path = CLI(embed, args=args, description="write a checkpoint's embeddings (.npz)")
+    print(f"embeddings written to {path}")

@@ -1,0 +1,7 @@
+"""Datamodules: data, transforms and mask samplers composed into Lightning batches."""
+
+from fmtrain.datamodules.batch import MaskCollator, MaskedBatch
+from fmtrain.datamodules.stream import PretrainStream
+from fmtrain.datamodules.volumes import VolumeDataModule
+
+__all__ = ["MaskCollator", "MaskedBatch", "PretrainStream", "VolumeDataModule"]

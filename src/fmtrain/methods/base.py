@@ -1,0 +1,348 @@
+"""The Lightning shell every method shares; a method adds only its objective.
+
+A method subclasses `PretrainMethod`, builds its parts into `self.method` (one nn.Module
+whose forward reads like the paper), and implements a few hooks:
+
+- `forward_batch(batch) -> MethodOutput`: the step's loss, per-mask-family losses and logs;
+- `evaluation_encoder()`: the encoder that probes, `embed` and `export` use;
+- `after_optimizer_step(values)` (optional): e.g. the EMA update of a JEPA target encoder;
+- `collapse_inputs(output)` (optional): features for the collapse monitors;
+- `recipe_links()` (optional classmethod): what the recipe copies between data and model.
+
+Everything else is here, once: AdamW groups, warmup/cosine schedules, the numerics guard
+and its diagnosis, RNG state in checkpoints, throughput counters, opt-in torch.compile of
+transformer blocks, the encoder's configuration in every checkpoint (for `load_encoder`),
+and a summary of the run's warnings at the end of `fit`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from fmtrain.core.grid import TokenGrid
+from fmtrain.methods.configs import OptimizerConfig
+from fmtrain.methods.links import RecipeLink
+from fmtrain.methods.numerics import NonFiniteError, NumericsGuard, first_non_finite
+from fmtrain.methods.optim import decay_param_groups
+from fmtrain.methods.schedules import cosine, warmup_cosine
+from fmtrain.nn.encoder import EncoderSpec, spec_to_config
+
+log = logging.getLogger("fmtrain")
+
+__all__ = ["MethodOutput", "PretrainMethod"]
+
+# Checkpoint entry that lets `fmtrain.load_encoder` rebuild the evaluation encoder alone.
+ENCODER_ENTRY = "fmtrain_encoder"
+
+
+@dataclass
+class MethodOutput:
+    """What one forward of a method returns.
+
+    Attributes:
+        loss: scalar training loss.
+        loss_per_mask: one loss per mask family (empty when the method has no masks).
+        logs: extra scalars to log under `train/`.
+        features: [B, N, D] tokens of the evaluation encoder, when the step computed them.
+    """
+
+    loss: torch.Tensor
+    loss_per_mask: list[torch.Tensor] = field(default_factory=list)
+    logs: dict[str, torch.Tensor | float] = field(default_factory=dict)
+    features: torch.Tensor | None = None
+
+
+class PretrainMethod(pl.LightningModule):
+    """Generic pretraining shell. Subclasses call `super().__init__` first, then build.
+
+    Args:
+        input_size: spatial input shape (linked from `data.input_size`).
+        patch_size: patch extent per axis; input_size must be divisible by it.
+        in_chans: input channels (linked from the datamodule's `channels`).
+        encoder: encoder configuration (any `EncoderSpec`, chosen by `class_path`).
+        optimizer: AdamW and its schedules.
+        compile: compile every transformer block with torch.compile (in place, so
+            checkpoints keep their keys); works with activation checkpointing. A compiler
+            failure stops the run with its reason.
+        compile_backend: torch.compile backend ("inductor"; "aot_eager" needs no compiler).
+        max_consecutive_bad_steps: a step whose loss or gradient is non-finite is skipped
+            (no update, no EMA) and the first module that went non-finite is logged; after
+            this many in a row, training stops with a checkpoint and a message.
+    """
+
+    #: number of mask families the batches must carry; None for methods without masks
+    num_mask_families: int | None = None
+
+    def __init__(
+        self,
+        *,
+        input_size: tuple[int, ...],
+        patch_size: tuple[int, ...],
+        in_chans: int = 1,
+        encoder: EncoderSpec | None = None,
+        optimizer: OptimizerConfig | None = None,
+        compile: bool = False,
+        compile_backend: str = "inductor",
+        max_consecutive_bad_steps: int = 5,
+    ) -> None:
+        super().__init__()
+        from fmtrain.nn.encoder import ViTEncoder
+
+        self.grid = TokenGrid.from_sizes(input_size, patch_size)
+        self.in_chans = in_chans
+        self.encoder_spec = encoder if encoder is not None else ViTEncoder()
+        self.optimizer_config = optimizer or OptimizerConfig()
+        self.compile_backend = compile_backend if compile else None
+        self._compiled = False
+        self.guard = NumericsGuard(max_consecutive_bad_steps)
+        self.warning_counts: Counter[str] = Counter()
+        self._last_step_time: float | None = None
+        self._last_batch: Any = None
+
+    # --- hooks a method implements ----------------------------------------------------------
+    def forward_batch(self, batch: Any) -> MethodOutput:
+        """The method's forward on a batch from its datamodule."""
+        raise NotImplementedError
+
+    def evaluation_encoder(self) -> nn.Module:
+        """The encoder that probes, embeddings and export use."""
+        raise NotImplementedError
+
+    def after_optimizer_step(self, values: dict[str, float]) -> None:
+        """Runs after every optimizer step that was taken (not after skipped ones)."""
+
+    def collapse_inputs(self, output: MethodOutput) -> tuple | None:
+        """(features [B, N, D], predictions [M, D], targets [M, D]) for the collapse
+        monitors, or None when they do not apply to this method."""
+        return None
+
+    def stage_widths(self) -> dict[str, int]:
+        """Output widths of parts that do not produce encoder-width tokens (for `check`)."""
+        return {}
+
+    def extra_schedules(self, step: int, total: int) -> dict[str, float]:
+        """Schedules beyond learning rate and weight decay (e.g. EMA momentum)."""
+        return {}
+
+    @classmethod
+    def recipe_links(cls) -> list[RecipeLink]:
+        """What the recipe copies between `data` and `model` when it is read."""
+        return [
+            RecipeLink("data.init_args.input_size", "model.init_args.input_size"),
+            RecipeLink("model.init_args.patch_size", "data.init_args.patch_size"),
+            RecipeLink("data", "model.init_args.in_chans", "channels"),
+        ]
+
+    # --- what evaluation, check and export ask of any method --------------------------------
+    def build_encoder(self) -> nn.Module:
+        """A freshly initialised encoder of this method's architecture."""
+        return self.encoder_spec.build(self.grid, self.in_chans)
+
+    def random_encoder(self, seed: int) -> nn.Module:
+        """A randomly initialised encoder (seeded), for random-init baselines."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.build_encoder()
+
+    def encoder_config(self) -> dict[str, Any]:
+        """JSON description of the evaluation encoder: enough to rebuild it without this
+        class (`fmtrain.load_encoder`)."""
+        return {
+            "encoder": spec_to_config(self.encoder_spec),
+            "input_size": list(self.grid.input_size),
+            "patch_size": list(self.grid.patch_size),
+            "in_chans": self.in_chans,
+            "embed_dim": int(getattr(self.evaluation_encoder(), "embed_dim", 0)) or None,
+            "method": f"{type(self).__module__}.{type(self).__qualname__}",
+        }
+
+    def set_activation_checkpointing(self, enable: bool) -> None:
+        """Switch activation checkpointing on every part that supports it."""
+        for module in self.method.modules():
+            if hasattr(module, "set_grad_checkpointing"):
+                module.set_grad_checkpointing(enable)
+
+    @property
+    def activation_checkpointing(self) -> bool:
+        return any(getattr(m, "grad_checkpointing", False) for m in self.method.modules())
+
+    # --- schedules, all pure functions of the optimizer step -------------------------------
+    def _total_steps(self) -> int:
+        max_steps = self.trainer.max_steps if self._trainer is not None else -1
+        if max_steps is None or max_steps < 1:
+            raise ValueError(
+                "trainer.max_steps must be set: the learning-rate and weight-decay schedules "
+                "are defined over the total number of optimizer steps."
+            )
+        return max_steps
+
+    def schedule_values(self, step: int) -> dict[str, float]:
+        o, total = self.optimizer_config, self._total_steps()
+        values = {
+            "lr": warmup_cosine(
+                step,
+                warmup_steps=o.warmup_steps,
+                total_steps=total,
+                start=o.start_lr,
+                peak=o.lr,
+                final=o.final_lr,
+            ),
+            "weight_decay": cosine(
+                step, total_steps=total, start=o.weight_decay, end=o.final_weight_decay
+            ),
+        }
+        return values | self.extra_schedules(step, total)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        o = self.optimizer_config
+        groups = decay_param_groups(self.method)
+        return torch.optim.AdamW(groups, lr=o.start_lr, betas=o.betas, weight_decay=o.weight_decay)
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:  # type: ignore[override]
+        values = self.schedule_values(self.global_step)
+        for group in optimizer.param_groups:
+            group["lr"] = values["lr"]
+            if group.get("apply_weight_decay"):
+                group["weight_decay"] = values["weight_decay"]
+        verdict = {"ok": True}
+
+        def guarded_closure():
+            loss = optimizer_closure() if optimizer_closure is not None else None
+            params = [p for g in optimizer.param_groups for p in g["params"]]
+            verdict["ok"] = self.guard.check(loss, params)
+            return loss
+
+        super().optimizer_step(epoch, batch_idx, optimizer, guarded_closure)
+        if not verdict["ok"]:
+            self._on_bad_step()
+            return
+        self.after_optimizer_step(values)
+
+    # --- numerics guard ---------------------------------------------------------------------
+    def _on_bad_step(self) -> None:
+        """The step was skipped (gradients dropped); say where it began, stop if it persists."""
+        step = self.global_step
+        self.guard.skipped_steps.append(step)
+        self.warning_counts["non-finite step skipped"] += 1
+        batch = self._last_batch
+        origin = "unknown (no batch kept)"
+        if batch is not None:
+            with torch.enable_grad():
+                origin = first_non_finite(self.method, lambda: self.forward_batch(batch).loss)
+        log.warning(
+            "step %d skipped: non-finite loss or gradient; first non-finite: %s "
+            "(%d in a row, limit model.max_consecutive_bad_steps=%d)",
+            step,
+            origin,
+            self.guard.consecutive_bad,
+            self.guard.max_consecutive_bad_steps,
+        )
+        self.log("numerics/skipped_steps", float(len(self.guard.skipped_steps)))
+        if self.guard.exhausted:
+            path = None
+            if self._trainer is not None and self.trainer.default_root_dir:
+                path = f"{self.trainer.default_root_dir}/nonfinite-step{step:07d}.ckpt"
+                self.trainer.save_checkpoint(path)
+            raise NonFiniteError(
+                f"stopped at step {step}: {self.guard.consecutive_bad} consecutive steps with a "
+                f"non-finite loss or gradient. It began in {origin}. Last state saved to "
+                f"{path}. Usual fixes: lower model.optimizer.lr or lengthen "
+                "model.optimizer.warmup_steps, set trainer.gradient_clip_val, use "
+                "trainer.precision=bf16-mixed instead of 16-mixed, and check the data "
+                "(`fmtrain check` looks for non-finite inputs)."
+            )
+
+    # --- compile: applied from outside the parts, once, before the first forward -----------
+    def _compile_blocks(self) -> None:
+        self._compiled = True
+        try:
+            for module in self.method.modules():
+                for block in getattr(module, "blocks", []):
+                    block.compile(backend=self.compile_backend)
+        except Exception as err:  # e.g. an unknown backend: name the key
+            raise ValueError(
+                f"model.init_args.compile_backend={self.compile_backend!r}: {err}"
+            ) from err
+
+    def run_forward(self, batch: Any) -> MethodOutput:
+        """`forward_batch`, compiled on first use if asked; a compiler failure says so."""
+        if self.compile_backend is None:
+            return self.forward_batch(batch)
+        if not self._compiled:
+            self._compile_blocks()
+        try:
+            return self.forward_batch(batch)
+        except Exception as err:
+            if not type(err).__module__.startswith("torch._"):
+                raise
+            raise RuntimeError(
+                f"torch.compile (backend {self.compile_backend!r}) failed: "
+                f"{type(err).__name__}: {' '.join(str(err).split())[:500]}. "
+                "Set model.init_args.compile=false to train without it, or try "
+                "model.init_args.compile_backend=aot_eager to see whether the graph or the "
+                "code generator is at fault."
+            ) from err
+
+    # --- steps ------------------------------------------------------------------------------
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
+        self._last_batch = batch  # a reference, kept for the numerics guard's diagnosis
+        out = self.run_forward(batch)
+        values = self.schedule_values(self.global_step)
+        b = batch.inputs.shape[0]
+        metrics: dict[str, Any] = {"train/loss": out.loss}
+        metrics |= {f"train/{k}": v for k, v in values.items()}
+        metrics |= {f"train/{k}": v for k, v in out.logs.items()}
+        metrics |= {f"train/loss_mask{i}": v for i, v in enumerate(out.loss_per_mask)}
+        for i, (ctx, tgt) in enumerate(
+            zip(getattr(batch, "contexts", []), getattr(batch, "targets", []), strict=True)
+        ):
+            metrics[f"masks/context_tokens_{i}"] = float(ctx.shape[1])
+            metrics[f"masks/target_tokens_{i}"] = float(tgt.shape[1])
+        now = time.perf_counter()
+        if self._last_step_time is not None:
+            dt = now - self._last_step_time
+            metrics["perf/samples_per_sec"] = b / dt
+            metrics["perf/tokens_per_sec"] = b * self.grid.num_tokens / dt
+        self._last_step_time = now
+        self.log_dict(metrics, on_step=True, prog_bar=False, batch_size=b)
+        self.log("loss", out.loss, prog_bar=True, logger=False, batch_size=b)
+        # the output rides along to callbacks (collapse monitors), detached by Lightning
+        return {"loss": out.loss, "output": out}
+
+    def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
+        out = self.forward_batch(batch)
+        self.log("val/loss", out.loss, batch_size=batch.inputs.shape[0], sync_dist=True)
+        return {"loss": out.loss, "output": out}
+
+    def on_fit_end(self) -> None:
+        if self.warning_counts:
+            summary = ", ".join(f"{n} x {what}" for what, n in self.warning_counts.items())
+            log.warning("this run's warnings: %s", summary)
+
+    def record_warning(self, what: str) -> None:
+        """Count a warning for the end-of-run summary (callbacks use it too)."""
+        self.warning_counts[what] += 1
+
+    # --- checkpoints: exact resume, and the encoder's description ----------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["rng_state"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng_state"]["cuda"] = torch.cuda.get_rng_state_all()
+        encoder = self.evaluation_encoder()
+        prefix = next(name for name, m in self.named_modules() if m is encoder)
+        checkpoint[ENCODER_ENTRY] = {"config": self.encoder_config(), "prefix": f"{prefix}."}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("rng_state")
+        if state:
+            torch.set_rng_state(state["torch"])
+            if "cuda" in state and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,218 @@
+"""A recipe, read: Lightning's CLI with fmtrain's keys, defaults and data-model links.
+
+`fit`, `check`, `probe`, `embed` and the demo all build a recipe through `build_recipe`,
+so they see the same objects. The links between `data` and `model` are not written here:
+the recipe's model class declares them (`recipe_links()`), so a method without masks,
+or with channels read off its datamodule, needs no edit to this file.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import Sequence
+from importlib import import_module
+from typing import Any, ClassVar
+
+import yaml
+from jsonargparse import Namespace
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+
+from fmtrain.engine import batch_finder, checkpoint_io, oom, resume
+from fmtrain.engine.global_batch import global_batch_mismatch
+from fmtrain.eval.monitors import CollapseMonitor
+
+__all__ = ["FmtrainCLI", "build_recipe", "model_class"]
+
+
+def _config_model_path(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            config = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError):
+        return None  # the parser reports unreadable files with its own message
+    model = config.get("model") if isinstance(config, dict) else None
+    return model.get("class_path") if isinstance(model, dict) else None
+
+
+def _model_class_path(args: Sequence[str]) -> str | None:
+    """The model class the arguments select: the last `--model.class_path`/`--model`
+    override wins over the last config file, as in the parser."""
+    found = None
+    for i, arg in enumerate(args):
+        name, _, value = arg.partition("=")
+        if not value and i + 1 < len(args):
+            value = args[i + 1]
+        if name == "--config":
+            found = _config_model_path(value) or found
+        elif name in ("--model", "--model.class_path") and not value.endswith((".yaml", ".yml")):
+            found = value
+    return found
+
+
+def model_class(class_path: str | None) -> type | None:
+    """Import a model class by dotted path or by the bare name of an fmtrain method."""
+    if not class_path:
+        return None
+    module, _, name = class_path.rpartition(".")
+    try:
+        return getattr(import_module(module or "fmtrain.methods"), name)
+    except (ImportError, AttributeError):
+        return None  # the parser names the bad class_path itself
+
+
+class FmtrainCLI(LightningCLI):
+    """LightningCLI with the links that keep data and model consistent by construction."""
+
+    # arguments of this CLI, read before parsing to find the model's declared links
+    _args: ClassVar[list[str]] = []
+
+    def add_arguments_to_parser(self, parser) -> None:  # type: ignore[no-untyped-def]
+        cls = model_class(_model_class_path(self._args))
+        self._instantiate_links = []
+        for link in getattr(cls, "recipe_links", list)():
+            if link.source == "data":
+                self._instantiate_links.append((cls, link))
+                parser.link_arguments(
+                    "data",
+                    link.target,
+                    compute_fn=_attribute_reader(link.attribute),
+                    apply_on="instantiate",
+                )
+            else:
+                parser.link_arguments(link.source, link.target)
+        parser.add_argument(
+            "--global_batch_size",
+            type=int | None,
+            default=None,
+            help="If set, the run refuses to start unless data.batch_size x devices x nodes x "
+            "trainer.accumulate_grad_batches equals it.",
+        )
+        parser.add_argument(
+            "--resume",
+            type=bool,
+            default=False,
+            help="fit: resume from the newest loadable checkpoint in checkpoint.dirpath when "
+            "ckpt_path is not given; start fresh when there is none.",
+        )
+        parser.add_argument(
+            "--find_micro_batch",
+            type=bool,
+            default=False,
+            help="fit on CUDA: try micro-batches (one real step each), use the largest that fits "
+            "and set trainer.accumulate_grad_batches to keep --global_batch_size (required).",
+        )
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.save_last": True,
+                "checkpoint.every_n_train_steps": 500,
+                "checkpoint.save_top_k": -1,
+                "checkpoint.filename": "step{step:07d}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        parser.add_lightning_class_args(CollapseMonitor, "monitors")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        self._refuse_values_for_linked_keys(config)
+        # Default loggers: TensorBoard for people, CSV for scripts, both under the run's root.
+        if config.trainer.get("logger") in (None, True):
+            root = config.trainer.get("default_root_dir") or "runs"
+            config.trainer.logger = [
+                Namespace(
+                    class_path=f"lightning.pytorch.loggers.{kind}",
+                    init_args=Namespace(save_dir=root, name=name),
+                )
+                for kind, name in (("TensorBoardLogger", "tensorboard"), ("CSVLogger", "csv"))
+            ]
+        # Default checkpoint IO: atomic saves, so a kill never leaves a half-written checkpoint.
+        if config.trainer.get("plugins") is None:
+            plugin = checkpoint_io.default_checkpoint_io(
+                config.trainer.get("accelerator"), config.trainer.get("strategy")
+            )
+            config.trainer.plugins = Namespace(class_path=plugin) if plugin else None
+
+    def _refuse_values_for_linked_keys(self, config: Namespace) -> None:
+        """A key filled from the built datamodule must not be set by hand: the value would
+        be replaced without a word (parse-time links remove their keys; these cannot)."""
+        for cls, link in self._instantiate_links:
+            name = link.target.rsplit(".", 1)[-1]
+            given = config.get(link.target)
+            param = inspect.signature(cls.__init__).parameters.get(name)
+            default = param.default if param is not None else inspect.Parameter.empty
+            if default is not inspect.Parameter.empty and given != default:
+                raise ValueError(
+                    f"{link.target}={given!r}: this key is filled from the datamodule's "
+                    f"`{link.attribute}` when the recipe is read; remove it from the recipe "
+                    "and the command line (the data decides it)."
+                )
+
+    def before_fit(self) -> None:
+        config = self.config[self.subcommand]
+        if config.get("find_micro_batch"):
+            settings = oom.memory_settings(self.trainer, self.model, self.datamodule)
+            batch_finder.find_micro_batch(
+                self.trainer, self.model, self.datamodule, config.get("global_batch_size"), settings
+            )
+        self._check_global_batch()
+
+    def fit(self, model, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        """LightningCLI runs `self.fit` when defined: resume on request, advise on GPU OOM.
+
+        The checkpoint folder is resolved from the built trainer (`resume.checkpoint_dirs`),
+        so a `checkpoint.dirpath` left unset finds the folder Lightning's callback will use.
+        """
+        if self.config[self.subcommand].get("resume") and kwargs.get("ckpt_path") is None:
+            kwargs["ckpt_path"] = resume.resume_checkpoint(self.trainer)
+        with oom.exit_on_oom(oom.memory_settings(self.trainer, model, self.datamodule)):
+            self.trainer.fit(model, **kwargs)
+
+    def _check_global_batch(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        mismatch = global_batch_mismatch(
+            config.get("global_batch_size"),
+            self.datamodule.batch_size,
+            self.trainer.world_size,
+            self.trainer.accumulate_grad_batches,
+        )
+        if mismatch:
+            problem, fix = mismatch
+            raise SystemExit(f"{problem}. {fix[0].upper()}{fix[1:]} so the product matches.")
+
+
+def _attribute_reader(attribute: str | None):
+    def read(datamodule: Any) -> Any:
+        return getattr(datamodule, attribute) if attribute else datamodule
+
+    return read
+
+
+def build_recipe(
+    args: Sequence[str] | None = None,
+    *,
+    run: bool = True,
+    cli_class: type[FmtrainCLI] = FmtrainCLI,
+    **kwargs: Any,
+) -> FmtrainCLI:
+    """Build (and by default run) a recipe from command-line style `args`.
+
+    Args:
+        args: e.g. ["fit", "--config", "recipes/oct_vjepa_demo.yaml", "--trainer.max_steps=5"]
+            (without a subcommand when `run` is False); None reads `sys.argv`.
+        run: run the subcommand (fit/validate) after building.
+        cli_class: FmtrainCLI or a subclass (`check` builds for the current machine).
+        kwargs: more LightningCLI arguments.
+    """
+    argv = list(args) if args is not None else sys.argv[1:]
+    cli_class._args = argv
+    options: dict[str, Any] = {
+        "subclass_mode_model": True,
+        "subclass_mode_data": True,
+        "args": argv,
+        "run": run,
+        "save_config_kwargs": {"overwrite": True},
+    }
+    return cli_class(**(options | kwargs))
