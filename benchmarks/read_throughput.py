@@ -39,7 +39,7 @@ from fmtrain.data.volumes.preprocess import prepare_volume
 from fmtrain.data.volumes.read import read_volume
 from fmtrain.datamodules.batch import MaskCollator
 from fmtrain.datamodules.stream import PretrainStream
-from fmtrain.masks import MultiBlockMaskSampler, MultiBlockSpec
+from fmtrain.masks import MultiBlock, MultiBlockSpec
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "oct_vjepa_demo.yaml"
 
@@ -107,7 +107,7 @@ def _prepared_to_batch(dataset, grid, masks, batch_size: int, batches: int) -> d
     stream = PretrainStream(
         train,
         batch_size=batch_size,
-        make_batch=MaskCollator(MultiBlockMaskSampler(grid.shape, masks)),
+        make_batch=MaskCollator(MultiBlock(families=masks), grid.shape),
         transform=partial(augment, cfg=AugmentConfig()),
     )
     start = time.perf_counter()
@@ -158,7 +158,9 @@ def main() -> None:
         )
         result["fmtrain_prepare_2_processes"] = _rate(len(files), time.perf_counter() - start)
         grid = TokenGrid.from_sizes(size, patch)
-        masks = [MultiBlockSpec(**m) for m in recipe["masks"]]
+        masks = recipe["masks"]  # a list of families, or a MultiBlock class_path block
+        families = masks["init_args"]["families"] if isinstance(masks, dict) else masks
+        masks = [MultiBlockSpec(**m) for m in families]
         result["fmtrain_prepared_to_batch"] = _prepared_to_batch(dataset, grid, masks, 8, 12)
     text = json.dumps(result, indent=2)
     print(text)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 
 from fmtrain.cli import run_cli
 from fmtrain.datamodules.batch import MaskCollator
@@ -46,7 +47,7 @@ def benchmark(recipe: str, batch_size: int | None, steps: int, warmup: int) -> d
     module, dm, precision = _build(recipe, cuda)
     method = module.method.to(device)
     b = batch_size or dm.batch_size
-    collate = MaskCollator(dm.sampler)
+    collate = MaskCollator(dm.sampler, dm.grid.shape)
     rng = np.random.default_rng(0)
     optimizer = module.configure_optimizers()
     autocast = (
@@ -58,20 +59,18 @@ def benchmark(recipe: str, batch_size: int | None, steps: int, warmup: int) -> d
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     for step in range(warmup + steps):
-        shape = (module.encoder_config.in_chans, *dm.input_size)
+        shape = (module.in_chans, *dm.input_size)
         batch = collate([torch.randn(shape) for _ in range(b)], list(range(b)), rng)
-        inputs = batch.inputs.to(device)
-        contexts = [c.to(device) for c in batch.contexts]
-        targets = [t.to(device) for t in batch.targets]
+        batch = move_data_to_device(batch, device)
         if cuda:
             torch.cuda.synchronize()
         start = time.perf_counter()
         with autocast:
-            loss = method(inputs, contexts, targets).loss
+            loss = module.forward_batch(batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        method.update_target(0.999)
+        module.after_optimizer_step({"ema_momentum": 0.999})  # EMA for JEPA, nothing for MAE
         if cuda:
             torch.cuda.synchronize()
         if step >= warmup:
@@ -97,10 +96,9 @@ def benchmark(recipe: str, batch_size: int | None, steps: int, warmup: int) -> d
             "target": [t.shape[1] for t in batch.targets],
         },
         "params_millions": {
-            "encoder": round(count(method.encoder) / 1e6, 2),
-            "predictor": round(count(method.predictor) / 1e6, 2),
+            name: round(count(part) / 1e6, 2) for name, part in method.named_children()
         },
-        "activation_checkpointing": module.encoder_config.activation_checkpointing,
+        "activation_checkpointing": module.activation_checkpointing,
         "steps_timed": len(times),
         "step_time_s_median": round(step_time, 4),
         "step_time_s_all": [round(t, 4) for t in times],

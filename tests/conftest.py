@@ -9,6 +9,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_RECIPE = REPO / "tests" / "recipes" / "oct_vjepa_tiny.yaml"
+TINY_MAE_RECIPE = REPO / "tests" / "recipes" / "oct_mae_tiny.yaml"
 
 
 @pytest.fixture(scope="session")

@@ -79,6 +79,16 @@ def test_checkpoint_without_the_fmtrain_entry_is_refused_clearly(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_an_export_of_an_unknown_format_is_refused(tmp_path):
+    _mae_checkpoint(tmp_path / "mae.ckpt")
+    out = fmtrain.export_encoder(tmp_path / "mae.ckpt", tmp_path / "encoder")
+    config = json.loads((out / "config.json").read_text())
+    assert config["format"] == "fmtrain-encoder/1"
+    (out / "config.json").write_text(json.dumps({**config, "format": "fmtrain-encoder/99"}))
+    with pytest.raises(ValueError, match="unknown encoder format"):
+        fmtrain.load_encoder(out)
+
+
 # --- slow: a real V-JEPA run, exported by the command, loaded in a Lightning-free process ------
 @pytest.fixture(scope="module")
 def vjepa_run(oct_dataset, tmp_path_factory):

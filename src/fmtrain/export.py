@@ -73,7 +73,7 @@ def load_encoder(path: str | os.PathLike, *, map_location: str = "cpu") -> nn.Mo
         state = load_file(path / _WEIGHTS, device=map_location)
     else:
         config, state = _from_checkpoint(path)
-    config["format"] = FORMAT
+    config.setdefault("format", FORMAT)  # checkpoints carry none; exported folders do
     encoder = _build(config)
     missing, unexpected = encoder.load_state_dict(state, strict=False)
     # fixed buffers (sin-cos positions) are rebuilt, not stored; anything else must match

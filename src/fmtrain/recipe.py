@@ -71,14 +71,12 @@ class FmtrainCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:  # type: ignore[no-untyped-def]
         cls = model_class(_model_class_path(self._args))
         self._instantiate_links = []
+        self._given: dict[str, Any] = {}
         for link in getattr(cls, "recipe_links", list)():
             if link.source == "data":
                 self._instantiate_links.append((cls, link))
                 parser.link_arguments(
-                    "data",
-                    link.target,
-                    compute_fn=_attribute_reader(link.attribute),
-                    apply_on="instantiate",
+                    "data", link.target, compute_fn=self._reader(link), apply_on="instantiate"
                 )
             else:
                 parser.link_arguments(link.source, link.target)
@@ -136,19 +134,37 @@ class FmtrainCLI(LightningCLI):
             config.trainer.plugins = Namespace(class_path=plugin) if plugin else None
 
     def _refuse_values_for_linked_keys(self, config: Namespace) -> None:
-        """A key filled from the built datamodule must not be set by hand: the value would
-        be replaced without a word (parse-time links remove their keys; these cannot)."""
+        """Remember values set by hand for keys that the built datamodule fills: `_reader`
+        refuses any that disagree, instead of replacing them without a word (parse-time
+        links remove their keys; these cannot). Values restored from a checkpoint's
+        hyper-parameters agree with the data and pass."""
         for cls, link in self._instantiate_links:
             name = link.target.rsplit(".", 1)[-1]
             given = config.get(link.target)
             param = inspect.signature(cls.__init__).parameters.get(name)
             default = param.default if param is not None else inspect.Parameter.empty
             if default is not inspect.Parameter.empty and given != default:
-                raise ValueError(
-                    f"{link.target}={given!r}: this key is filled from the datamodule's "
-                    f"`{link.attribute}` when the recipe is read; remove it from the recipe "
-                    "and the command line (the data decides it)."
+                self._given[link.target] = given
+
+    def _reader(self, link):  # type: ignore[no-untyped-def]
+        def read(datamodule: Any) -> Any:
+            value = getattr(datamodule, link.attribute) if link.attribute else datamodule
+            given = self._given.get(link.target, value)
+            if given != value:  # refused after instantiation, with a message of our own
+                self._disagreements.append(
+                    f"{link.target}={given!r}, but the datamodule's `{link.attribute}` is "
+                    f"{value!r}: this key is filled from the data when the recipe is read; "
+                    "remove it from the recipe and the command line."
                 )
+            return value
+
+        return read
+
+    def instantiate_classes(self) -> None:
+        self._disagreements: list[str] = []
+        super().instantiate_classes()
+        if self._disagreements:
+            raise ValueError(" ".join(self._disagreements))
 
     def before_fit(self) -> None:
         config = self.config[self.subcommand]
@@ -181,13 +197,6 @@ class FmtrainCLI(LightningCLI):
         if mismatch:
             problem, fix = mismatch
             raise SystemExit(f"{problem}. {fix[0].upper()}{fix[1:]} so the product matches.")
-
-
-def _attribute_reader(attribute: str | None):
-    def read(datamodule: Any) -> Any:
-        return getattr(datamodule, attribute) if attribute else datamodule
-
-    return read
 
 
 def build_recipe(

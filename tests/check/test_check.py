@@ -16,7 +16,7 @@ from fmtrain.check.contracts import (
 from fmtrain.check.problems import CheckReport
 from fmtrain.check.runner import main, run_check
 from fmtrain.datamodules import VolumeDataModule
-from tests.conftest import REPO, TINY_RECIPE
+from tests.conftest import REPO, TINY_MAE_RECIPE, TINY_RECIPE
 
 
 def _check(oct_dataset, tmp_path, *overrides):
@@ -32,7 +32,14 @@ def _error(report, key_part: str, text: str = ""):
 
 
 @pytest.mark.parametrize(
-    "recipe", [TINY_RECIPE, REPO / "recipes" / "oct_vjepa_demo.yaml"], ids=lambda p: p.name
+    "recipe",
+    [
+        TINY_RECIPE,
+        TINY_MAE_RECIPE,
+        REPO / "recipes" / "oct_vjepa_demo.yaml",
+        REPO / "recipes" / "oct_mae_demo.yaml",
+    ],
+    ids=lambda p: p.name,
 )
 def test_healthy_recipes_pass_with_tables_and_a_picture(oct_dataset, tmp_path, recipe):
     args = [f"--data.init_args.source={oct_dataset}/manifest.tsv"]
@@ -40,9 +47,15 @@ def test_healthy_recipes_pass_with_tables_and_a_picture(oct_dataset, tmp_path, r
     report = run_check(str(recipe), args, str(tmp_path / "check"))
     assert not report.errors, [str(p) for p in report.errors]
     stages = {s["stage"]: s["shape"] for s in report.stages}
-    assert stages["target_encoder"][1] == report.masks[0]["num_tokens"]
     assert len(stages["encoder"]) == 3  # tokens, not pooled
-    assert report.parameters["encoder"] == report.parameters["target_encoder"] > 0
+    # the context encoder sees the context tokens only
+    assert stages["encoder"][1] == stages["context indices [0]"][1]
+    if "target_encoder" in stages:  # V-JEPA: the EMA twin encodes the whole grid
+        assert stages["target_encoder"][1] == report.masks[0]["num_tokens"]
+        assert report.parameters["encoder"] == report.parameters["target_encoder"] > 0
+    else:  # MAE: the decoder predicts every hidden patch's voxels
+        assert stages["decoder"][1] == stages["target indices [0]"][1]
+        assert report.parameters["decoder"] > 0
     assert report.performance["forward+backward per micro-batch (s)"] > 0
     with_ac = next(v for k, v in report.performance.items() if k.startswith("activations with "))
     without = next(v for k, v in report.performance.items() if k.startswith("activations without"))
@@ -83,7 +96,7 @@ class ClaimsThreeChannels(VolumeDataModule):
 def test_class2_channels_the_data_does_not_have(oct_dataset, tmp_path):
     # the channels are linked from the datamodule: a recipe cannot set them apart ...
     report = _check(oct_dataset, tmp_path, "--model.init_args.in_chans=3")
-    assert "filled from the datamodule" in _error(report, "model.init_args.in_chans").message
+    assert "filled from the data" in _error(report, "model.init_args.in_chans").message
     # ... so the remaining way to get them wrong is a datamodule that misreports them
     report = _check(oct_dataset, tmp_path, f"--data.class_path={__name__}.ClaimsThreeChannels")
     assert _error(report, "data.init_args", "channel").category == "shape"

@@ -9,7 +9,7 @@ from torch import nn
 
 from fmtrain.cli import run_cli
 from fmtrain.methods.numerics import NonFiniteError, NumericsGuard, first_non_finite
-from tests.conftest import TINY_RECIPE
+from tests.conftest import TINY_MAE_RECIPE, TINY_RECIPE
 
 
 def _nan_output_hook(module, inputs, output):
@@ -88,16 +88,17 @@ class _InjectNaN(pl.Callback):
             self.handle = None
 
 
-def _cli(oct_dataset, tmp_path, *extra):
-    args = ["--config", str(TINY_RECIPE), f"--data.init_args.source={oct_dataset}/manifest.tsv"]
+def _cli(oct_dataset, tmp_path, *extra, recipe=TINY_RECIPE):
+    args = ["--config", str(recipe), f"--data.init_args.source={oct_dataset}/manifest.tsv"]
     args += [f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false"]
     args += [f"--checkpoint.dirpath={tmp_path}/ckpt", "--data.init_args.num_workers=0", *extra]
     return run_cli(args, run=False)
 
 
 @pytest.mark.slow
-def test_a_nan_step_is_skipped_and_its_module_named(oct_dataset, tmp_path, caplog):
-    cli = _cli(oct_dataset, tmp_path, "--trainer.max_steps=4")
+@pytest.mark.parametrize("recipe", [TINY_RECIPE, TINY_MAE_RECIPE], ids=["vjepa", "mae"])
+def test_a_nan_step_is_skipped_and_its_module_named(oct_dataset, tmp_path, caplog, recipe):
+    cli = _cli(oct_dataset, tmp_path, "--trainer.max_steps=4", recipe=recipe)
     inject = _InjectNaN(steps=[2])
     cli.trainer.callbacks.append(inject)
     with caplog.at_level(logging.WARNING, logger="fmtrain"):
@@ -106,7 +107,7 @@ def test_a_nan_step_is_skipped_and_its_module_named(oct_dataset, tmp_path, caplo
     assert "step 2 skipped" in caplog.text
     assert "forward: module encoder.blocks.1.mlp" in caplog.text
     before, after = inject.snapshots[2], inject.snapshots[3]
-    assert all(torch.equal(before[k], after[k]) for k in before)  # no update, no EMA
+    assert all(torch.equal(before[k], after[k]) for k in before)  # no update (and no EMA)
     assert any(not torch.equal(inject.snapshots[1][k], before[k]) for k in before)  # others do
     assert cli.model.guard.skipped_steps == [2]
 

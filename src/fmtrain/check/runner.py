@@ -204,7 +204,9 @@ def _step(report: CheckReport, module, batch, per_device: int, precision: str) -
     try:
         run_step(report, module, batch, per_device, precision)
     except Exception as err:
-        compiled = type(err).__module__.startswith("torch._") and module.compile_backend
+        compiled = module.compile_backend and (
+            type(err).__module__.startswith("torch._") or "compile" in str(err)
+        )
         report.add(
             "error",
             "model.init_args.compile" if compiled else "model.init_args",

@@ -74,18 +74,22 @@ def run_demo(
     num_participants: int = 288,
     scale: float = 0.25,
     max_steps: int | None = None,
+    data_dir: str | None = None,
 ) -> dict:
     """Generate synthetic OCT, pretrain the recipe, and report loss and feature rank.
 
     Args:
-        recipe: V-JEPA recipe to train.
+        recipe: recipe to train (any method: recipes/oct_vjepa_demo.yaml, oct_mae_demo.yaml).
         out_dir: where data, logs, checkpoints and results go.
         num_participants: synthetic participants (one OCT volume each).
         scale: resolution factor of the generated volumes (1.0 = the devices' real size).
         max_steps: override the recipe's trainer.max_steps (e.g. for a quick look).
+        data_dir: where the synthetic data is (or goes); default OUT_DIR/data. Point two
+            demos at one folder to compare methods on the same volumes.
     """
     start = time.perf_counter()
-    out, data = Path(out_dir), Path(out_dir) / "data"
+    out = Path(out_dir)
+    data = Path(data_dir) if data_dir else out / "data"
     if not (data / "manifest.tsv").exists():
         print(f"[demo] generating {num_participants} synthetic OCT volumes as DICOM in {data}")
         generate_oct_dataset(
@@ -136,8 +140,9 @@ def run_demo(
         f"{results['loss_end_mean']:.4f} (last 10%)"
     )
     print(
-        f"[demo] effective rank of pooled target features on {ranks['num_samples']} held-out "
-        f"volumes: pretrained {ranks['effective_rank_pretrained']:.1f} vs random init "
+        "[demo] effective rank of pooled evaluation-encoder features on "
+        f"{ranks['num_samples']} held-out volumes: pretrained "
+        f"{ranks['effective_rank_pretrained']:.1f} vs random init "
         f"{ranks['effective_rank_random_init']:.1f} (ratio {ranks['rank_ratio']:.2f}; "
         f"below 0.25 would mean collapse)"
     )

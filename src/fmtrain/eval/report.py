@@ -89,7 +89,8 @@ def write_report(out_dir: str | Path, summary: dict[str, Any], probe_table: str)
         "(data generation and preparation included)",
         f"- loss: {summary['loss_start_mean']:.4f} (first 10% of steps) -> "
         f"{summary['loss_end_mean']:.4f} (last 10%)",
-        f"- effective rank of pooled target features on {summary['num_samples']} held-out "
+        "- effective rank of the evaluation encoder's pooled features on "
+        f"{summary['num_samples']} held-out "
         f"volumes: pretrained {summary['effective_rank_pretrained']:.1f} vs random init "
         f"{summary['effective_rank_random_init']:.1f} (ratio {summary['rank_ratio']:.2f}; "
         "below 0.25 would mean collapse)",

@@ -45,6 +45,8 @@ def patchify(x: torch.Tensor, patch_size: Sequence[int]) -> torch.Tensor:
     b, c, *spatial = x.shape
     if len(spatial) != len(patch_size):
         raise ValueError(f"input {list(x.shape)} does not have {len(patch_size)} spatial axes")
+    if any(s % p for s, p in zip(spatial, patch_size, strict=True)):
+        raise ValueError(f"input {list(x.shape)} is not divisible by patch {list(patch_size)}")
     grid = [s // p for s, p in zip(spatial, patch_size, strict=True)]
     split = [b, c]
     for g, p in zip(grid, patch_size, strict=True):

@@ -422,6 +422,7 @@ class MultiBlock(MaskSampler):
         return self._sampler(grid).sample(batch_size, rng)
 
     def describe(self, grid: Sequence[int], batch_size: int = 8, batches: int = 16) -> str:
+        # the multiblock sampler's own summary also reports block sizes and adaptations
         return self._sampler(grid).describe()
 
     def __getstate__(self) -> dict:

@@ -52,6 +52,8 @@ class RandomPatch(MaskSampler):
 
     def _counts(self, grid: Sequence[int]) -> tuple[int, int, int]:
         """(rows, tokens per row, hidden per row); rows > 1 only with `per_channel`."""
+        if not grid:
+            raise ValueError("data.init_args.masks: the token grid has no axes")
         n = math.prod(grid)
         rows = int(grid[0]) if self.per_channel else 1
         per_row = n // rows
@@ -83,6 +85,8 @@ class RandomPatch(MaskSampler):
         self, grid: Sequence[int], batch_size: int, rng: np.random.Generator
     ) -> list[MaskPair]:
         rows, per_row, hidden = self._counts(grid)
+        if hidden < 1 or per_row - hidden < 1:
+            self.validate(grid)  # raises with the key and the fix
         # argsort of uniform noise = a uniform random permutation per (sample, row)
         order = np.argsort(rng.random((batch_size, rows, per_row)), axis=-1)
         offsets = (np.arange(rows) * per_row)[None, :, None]

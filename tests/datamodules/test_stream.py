@@ -6,7 +6,7 @@ from torch.utils.data import DataLoader
 
 from fmtrain.datamodules.batch import MaskCollator
 from fmtrain.datamodules.stream import PretrainStream
-from fmtrain.masks import MultiBlockMaskSampler, MultiBlockSpec
+from fmtrain.masks import MultiBlock, MultiBlockSpec
 
 
 class _Volumes:
@@ -21,11 +21,11 @@ class _Volumes:
 
 
 def _stream(n=10, batch_size=3, rank=0, world_size=1, start_batch=0):
-    sampler = MultiBlockMaskSampler((2, 4, 4), [MultiBlockSpec(num_blocks=2)], min_context_tokens=4)
+    sampler = MultiBlock(families=[MultiBlockSpec(num_blocks=2)], min_context_tokens=4)
     return PretrainStream(
         _Volumes(n),
         batch_size=batch_size,
-        make_batch=MaskCollator(sampler),
+        make_batch=MaskCollator(sampler, (2, 4, 4)),
         transform=lambda v, rng: v + rng.normal(),
         seed=3,
         start_batch=start_batch,
