@@ -76,3 +76,31 @@ def test_embed_writes_one_row_per_sample_with_its_id(oct_dataset, tiny_checkpoin
     assert saved["embeddings"].shape == (len(samples), 64)  # vit_test width
     assert np.isfinite(saved["embeddings"]).all()
     assert np.unique(saved["embeddings"], axis=0).shape[0] == len(samples)  # not constant
+
+
+def test_device_shift_is_skipped_with_a_warning_when_its_training_rows_lack_a_class(caplog):
+    from fmtrain.eval.probe_command import _score
+    from fmtrain.eval.probes import Task
+
+    rng = np.random.default_rng(0)
+
+    def split(devices, classes, prefix):
+        keys = [f"{prefix}{i}" for i in range(len(devices))]
+        return {
+            "pooled": rng.normal(size=(len(keys), 4)),
+            "keys": keys,
+            "participants": keys,
+            "devices": devices,
+        }, {k: {"filepath": k, "grade": c} for k, c in zip(keys, classes, strict=True)}
+
+    # the most common training device (A) never shows class "c"; device B does
+    train, train_labels = split(["A"] * 8 + ["B"] * 4, ["a", "b"] * 4 + ["c"] * 4, "tr")
+    test, test_labels = split(["A"] * 4 + ["B"] * 4, ["a", "b"] * 2 + ["c"] * 4, "te")
+    labels = train_labels | test_labels
+    with caplog.at_level("WARNING", logger="fmtrain"):
+        result = _score(
+            {"train": train, "test": test}, labels, [Task("grade", "classification")], 0, 20,
+            ("linear",),
+        )  # fmt: skip
+    assert list(result["tasks"]) == ["grade"]  # the main task is scored, the shift is not
+    assert "device-shift probes skipped (trained on A)" in caplog.text

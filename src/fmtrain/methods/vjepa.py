@@ -150,6 +150,11 @@ class VJEPAModule(PretrainMethod):
             max_consecutive_bad_steps=max_consecutive_bad_steps,
         )
         self.save_hyperparameters()
+        if num_mask_families < 1:
+            raise ValueError(
+                "data.init_args.masks: V-JEPA predicts masked regions and needs at least one "
+                "mask family; give a sampler such as fmtrain.masks.MultiBlock (the default)."
+            )
         self.num_mask_families = num_mask_families
         self.ema_config = ema or EMAConfig()
         p = predictor or PredictorConfig()
