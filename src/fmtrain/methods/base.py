@@ -33,7 +33,7 @@ from fmtrain.methods.links import RecipeLink
 from fmtrain.methods.numerics import NonFiniteError, NumericsGuard, first_non_finite
 from fmtrain.methods.optim import decay_param_groups
 from fmtrain.methods.schedules import cosine, warmup_cosine
-from fmtrain.nn.encoder import EncoderSpec, spec_to_config
+from fmtrain.nn.encoder import EncoderSpec, ViTEncoder, spec_to_config
 
 log = logging.getLogger("fmtrain")
 
@@ -94,8 +94,6 @@ class PretrainMethod(pl.LightningModule):
         max_consecutive_bad_steps: int = 5,
     ) -> None:
         super().__init__()
-        from fmtrain.nn.encoder import ViTEncoder
-
         self.grid = TokenGrid.from_sizes(input_size, patch_size)
         self.in_chans = in_chans
         self.encoder_spec = encoder if encoder is not None else ViTEncoder()

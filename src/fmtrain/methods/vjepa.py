@@ -101,10 +101,6 @@ class VJEPA(nn.Module):
         torch._foreach_add_(target, online, alpha=1.0 - momentum)
 
 
-def _mask_families(datamodule) -> int:
-    return int(getattr(datamodule, "num_mask_families", 1))
-
-
 class VJEPAModule(PretrainMethod):
     """V-JEPA pretraining: context encoder and predictor against an EMA target encoder.
 
@@ -172,8 +168,9 @@ class VJEPAModule(PretrainMethod):
 
     @classmethod
     def recipe_links(cls) -> list[RecipeLink]:
-        return [*super().recipe_links(), RecipeLink("data", "model.init_args.num_mask_families",
-                                                    "num_mask_families")]  # fmt: skip
+        # one learned mask token per mask family the data draws
+        families = RecipeLink("data", "model.init_args.num_mask_families", "num_mask_families")
+        return [*super().recipe_links(), families]
 
     def forward_batch(self, batch) -> JEPAOutput:
         return self.method(batch.inputs, batch.contexts, batch.targets)
