@@ -64,3 +64,9 @@ def test_training_logs_the_collapse_monitors(oct_dataset, tmp_path):
         assert 0 < float(r["collapse/normalized_feature_std"]) < 1
         assert -1 <= float(r["collapse/prediction_target_cosine"]) <= 1
         assert float(r["collapse/train_batch_effective_rank"]) >= 1
+
+
+def test_non_finite_features_have_no_rank_instead_of_crashing_the_run():
+    feats = torch.randn(16, 8)
+    feats[3, 2] = float("nan")
+    assert math.isnan(effective_rank(feats))
