@@ -215,12 +215,11 @@ def build_recipe(
         cli_class: FmtrainCLI or a subclass (`check` builds for the current machine).
         kwargs: more LightningCLI arguments.
     """
-    argv = list(args) if args is not None else sys.argv[1:]
-    cli_class._args = argv
+    cli_class._args = list(args) if args is not None else sys.argv[1:]
     options: dict[str, Any] = {
         "subclass_mode_model": True,
         "subclass_mode_data": True,
-        "args": argv,
+        "args": list(args) if args is not None else None,
         "run": run,
         "save_config_kwargs": {"overwrite": True},
     }
