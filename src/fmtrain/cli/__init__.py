@@ -5,7 +5,7 @@ fmtrain check recipes/oct_mae_demo.yaml
 fmtrain probe recipes/oct_vjepa_demo.yaml --ckpt demo_output/run/checkpoints/last.ckpt
 fmtrain embed recipes/oct_vjepa_demo.yaml --ckpt last.ckpt --out emb.npz
 fmtrain export last.ckpt encoder/            # safetensors + config.json, for load_encoder
-fmtrain generate-oct --out_dir data/oct --num_participants 64 --scale 0.25
+fmtrain generate-oct data/oct --num_participants 64 --scale 0.25
 fmtrain prepare data/oct/manifest.tsv s3://bucket/oct-prepared --size [64,384,384]
 fmtrain demo
 """

@@ -12,14 +12,24 @@ __all__ = ["generate_main", "prepare_main"]
 def generate_main(args: list[str]) -> None:
     from fmtrain.data.synthetic.generate import generate_oct_dataset
 
-    CLI(generate_oct_dataset, args=args, description="write synthetic OCT as DICOM + manifest")
+    CLI(
+        generate_oct_dataset,
+        args=args,
+        description="write synthetic OCT as DICOM + manifest",
+        prog="fmtrain generate-oct",
+    )
 
 
 def prepare_main(args: list[str]) -> None:
     from fmtrain.core.storage import join
     from fmtrain.data.volumes.prepare import prepare_dataset
 
-    dataset = CLI(prepare_dataset, args=args, description="raw volumes -> prepared zarr")
+    dataset = CLI(
+        prepare_dataset,
+        args=args,
+        description="raw volumes -> prepared zarr",
+        prog="fmtrain prepare",
+    )
     counts = dataset.summary["counts"]
     print(
         f"prepared {counts['written']} volumes into {dataset.url} "

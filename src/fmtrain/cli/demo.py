@@ -154,4 +154,4 @@ def run_demo(
 
 
 def main(args: list[str]) -> None:
-    CLI(run_demo, args=args, description=__doc__)
+    CLI(run_demo, args=args, description=__doc__, prog="fmtrain demo")

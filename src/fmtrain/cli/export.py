@@ -24,4 +24,4 @@ def export(ckpt: str, out: str) -> str:
 
 
 def main(args: list[str]) -> None:
-    print(CLI(export, args=args, description=__doc__))
+    print(CLI(export, args=args, description=__doc__, prog="fmtrain export"))
