@@ -218,3 +218,17 @@ def test_class10_a_compiler_that_fails_is_reported_not_skipped(oct_dataset, tmp_
         "--model.init_args.compile_backend=no_such_backend",
     )
     assert "no_such_backend" in _error(report, "model.init_args.compile").message
+
+
+def test_a_warmup_that_fills_the_shortened_run_is_flagged_with_a_value(oct_dataset, tmp_path):
+    # the tiny recipe warms up for 2 steps: fine over 20 steps, most of a 3-step run
+    report = _check(oct_dataset, tmp_path, "--trainer.max_steps=20")
+    assert not [p for p in report.problems if p.category == "schedule"]
+    report = _check(oct_dataset, tmp_path, "--trainer.max_steps=3")
+    warning = next(p for p in report.problems if p.category == "schedule")
+    assert warning.severity == "warning" and "67%" in warning.message
+    assert warning.key == "model.init_args.optimizer.warmup_steps" and "about 1" in warning.fix
+    report = _check(oct_dataset, tmp_path, "--trainer.max_steps=2")
+    assert "never reaches its peak" in _error(report, "warmup_steps").message
+    report = _check(oct_dataset, tmp_path, "--trainer.max_steps=-1")
+    assert _error(report, "trainer.max_steps").category == "schedule"

@@ -21,6 +21,7 @@ import torch
 from fmtrain.check.batches import check_batch, check_dataset_size, mask_statistics
 from fmtrain.check.pictures import save_mask_pictures
 from fmtrain.check.problems import CheckReport
+from fmtrain.check.schedules import check_schedules
 from fmtrain.check.step import run_step
 from fmtrain.check.storage import probe_writable
 from fmtrain.engine.global_batch import global_batch_mismatch
@@ -185,6 +186,7 @@ def run_check(recipe: str, overrides: list[str], out_dir: str | None = None) -> 
     precision = str(rt["precision"] or "32-true")
     _check_device(report, precision, str(rt["accelerator"] or "auto"))
     _check_global_batch(report, cli, world)
+    check_schedules(report, cli.model, cli.trainer.max_steps)
     out = Path(out_dir or Path(cli.config.trainer.get("default_root_dir") or "runs") / "check")
     dm, module = cli.datamodule, cli.model
     if _load_data(report, dm):

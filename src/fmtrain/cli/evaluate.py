@@ -45,6 +45,7 @@ def probe(
     random_seeds: int = 3,
     probes: tuple[str, ...] = ("linear", "knn", "attentive"),
     n_boot: int = 1000,
+    device: str = "auto",
     overrides: list[str] | None = None,
 ) -> dict:
     """Probe a checkpoint's frozen encoder against `random_seeds` random-init encoders.
@@ -61,6 +62,8 @@ def probe(
         random_seeds: randomly initialised encoders to compare with (at least 3 advised).
         probes: any of "linear", "knn", "attentive".
         n_boot: bootstrap resamples for every interval.
+        device: where encoders embed (bf16 on a GPU) and the attentive probe trains:
+            "auto" (the GPU when there is one), "cpu", "cuda", "cuda:1", ...
         overrides: extra recipe overrides, e.g. ["--data.init_args.source=..."].
     """
     module, dm = load_pretrained(recipe, ckpt, list(overrides or []))
@@ -76,6 +79,7 @@ def probe(
         random_seeds=random_seeds,
         probes=probes,
         n_boot=n_boot,
+        device=device,
     )
 
 
@@ -84,6 +88,7 @@ def embed(
     ckpt: str,
     out: str = "embeddings.npz",
     split: str = "test",
+    device: str = "auto",
     overrides: list[str] | None = None,
 ) -> str:
     """Write a checkpoint's mean-pooled embeddings of one split, with sample ids.
@@ -93,10 +98,11 @@ def embed(
         ckpt: the checkpoint.
         out: output .npz (arrays ``ids``, ``participants``, ``devices``, ``embeddings``).
         split: which prepared split to embed.
+        device: where the encoder runs ("auto": the GPU when there is one).
         overrides: extra recipe overrides.
     """
     module, dm = load_pretrained(recipe, ckpt, list(overrides or []))
-    return run_embed(module, dm, out=out, split=split)
+    return run_embed(module, dm, out=out, split=split, device=device)
 
 
 def probe_main(args: list[str]) -> None:

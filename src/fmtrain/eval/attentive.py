@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from numpy.typing import ArrayLike
 from torch import nn
 
+from fmtrain.eval.device import resolve_device
+
 Kind = Literal["classification", "regression"]
 
 
@@ -134,10 +136,22 @@ class _Targets:
         return out.squeeze(-1).double().numpy() * self.std + self.mean
 
 
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 @torch.no_grad()
 def _predict(model: nn.Module, tokens: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Outputs for CPU `tokens`, moved to the model's device a batch at a time (all tokens
+    of a large split would not fit on a GPU), returned on the CPU."""
     model.eval()
-    return torch.cat([model(tokens[i : i + batch_size]) for i in range(0, len(tokens), batch_size)])
+    device = _device_of(model)
+    return torch.cat(
+        [
+            model(tokens[i : i + batch_size].to(device)).cpu()
+            for i in range(0, len(tokens), batch_size)
+        ]
+    )
 
 
 def _train_epoch(
@@ -149,8 +163,10 @@ def _train_epoch(
     batch_size: int,
 ) -> None:
     model.train()
+    device = _device_of(model)
     for batch in order.split(batch_size):
-        loss = targets.loss(model(tokens[batch]), targets.tensor[batch])
+        out = model(tokens[batch].to(device, non_blocking=True))
+        loss = targets.loss(out, targets.tensor[batch].to(device, non_blocking=True))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -161,7 +177,8 @@ def _val_loss(
 ) -> float:
     if len(rows) == 0:
         return math.inf
-    return float(targets.loss(_predict(model, tokens[rows], batch_size), targets.tensor[rows]))
+    out = _predict(model, tokens[rows], batch_size)
+    return float(targets.loss(out, targets.tensor[rows]))
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -190,6 +207,7 @@ def fit_attentive_probe(
     patience: int = 10,
     num_queries: int = 1,
     num_heads: int = 4,
+    device: str | torch.device | None = "auto",
 ) -> AttentiveFit:
     """Train an :class:`AttentiveProbe` on frozen tokens and predict the test tokens.
 
@@ -215,6 +233,8 @@ def fit_attentive_probe(
         patience: epochs without validation improvement before stopping.
         num_queries: learned query tokens.
         num_heads: attention heads; must divide D.
+        device: where the probe trains ("auto": the GPU when there is one). Tokens stay
+            on the CPU and move a batch at a time.
 
     Returns:
         An :class:`AttentiveFit`: ``predictions`` are [M, C] class probabilities, columns in
@@ -244,7 +264,7 @@ def fit_attentive_probe(
         torch.manual_seed(seed)
         model = AttentiveProbe(
             train_t.shape[2], targets.num_outputs, num_queries=num_queries, num_heads=num_heads
-        )
+        ).to(resolve_device(device))
         optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr)
         shuffle = torch.Generator().manual_seed(seed)
         best_epoch, best_val, epoch = 0, math.inf, 0

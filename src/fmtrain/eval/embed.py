@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from fmtrain.eval.device import encode_autocast, resolve_device
 from fmtrain.nn.heads import mean_pool
 
 log = logging.getLogger("fmtrain")
@@ -32,20 +33,30 @@ def embed_split(
     batch_size: int = 16,
     keep_tokens: bool = True,
     desc: str = "embedding",
+    device: str | torch.device | None = "auto",
 ) -> dict[str, Any]:
     """Encode every volume of a prepared split: pooled [N, D], tokens [N, T, D] (optional),
     and the sample keys, participants and devices, in split order. `desc` labels the
-    progress bar (thousands of volumes take minutes on a CPU)."""
-    encoder.eval()
+    progress bar (thousands of volumes take minutes on a CPU). The encoder runs on
+    `device` ("auto": the GPU when there is one, in bf16 autocast) and is put back where
+    it was afterwards; the outputs are CPU arrays."""
+    target = resolve_device(device)
+    home = next(encoder.parameters()).device
+    was_training = encoder.training
+    encoder.eval().to(target)
     pooled, tokens = [], []
     starts = range(0, len(volumes), batch_size)
-    for start in tqdm(starts, desc=desc, unit="batch", leave=False):
-        stop = min(start + batch_size, len(volumes))
-        x = torch.stack([volumes.load(i) for i in range(start, stop)])
-        out = encoder(x).float()
-        pooled.append(mean_pool(out))
-        if keep_tokens:
-            tokens.append(out.half())  # half the memory; probes cast back to float
+    try:
+        for start in tqdm(starts, desc=f"{desc} ({target.type})", unit="batch", leave=False):
+            stop = min(start + batch_size, len(volumes))
+            x = torch.stack([volumes.load(i) for i in range(start, stop)]).to(target)
+            with encode_autocast(target):
+                out = encoder(x).float()
+            pooled.append(mean_pool(out).cpu())
+            if keep_tokens:
+                tokens.append(out.half().cpu())  # half the memory; probes cast back to float
+    finally:
+        encoder.to(home).train(was_training)
     samples = volumes.samples
     return {
         "pooled": torch.cat(pooled).numpy(),

@@ -79,7 +79,10 @@ def _device_shift(train: dict, test: dict) -> tuple[str, list[int], list[int]] |
     return source, train_rows, test_rows
 
 
-def _score(embeddings: dict, labels, tasks, seed, n_boot, probes) -> dict[str, Any]:
+def _score(
+    embeddings: dict, labels, tasks, seed, n_boot, probes, device: str = "cpu"
+) -> dict[str, Any]:
+    options = {"attentive": {"device": device}}
     train, test = embeddings["train"], embeddings["test"]
     result = run_probes(
         _with_labels(train, labels, tasks),
@@ -88,6 +91,7 @@ def _score(embeddings: dict, labels, tasks, seed, n_boot, probes) -> dict[str, A
         seed,
         probes=probes,
         n_boot=n_boot,
+        options=options,
     )
     shift = _device_shift(train, test)
     classification = [t for t in tasks if t.kind == "classification"]
@@ -101,6 +105,7 @@ def _score(embeddings: dict, labels, tasks, seed, n_boot, probes) -> dict[str, A
                 seed,
                 probes=probes,
                 n_boot=n_boot,
+                options=options,
             )
         except ValueError as err:
             # an extra view: one device's training rows may lack a class on small data
@@ -124,6 +129,7 @@ def run_probe(
     random_seeds: int = 3,
     probes: tuple[str, ...] = ("linear", "knn", "attentive"),
     n_boot: int = 1000,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Probe the pretrained (EMA target) encoder and `random_seeds` random-init encoders.
 
@@ -140,6 +146,8 @@ def run_probe(
         random_seeds: randomly initialised encoders to compare with (at least 3 advised).
         probes: any of "linear", "knn", "attentive".
         n_boot: bootstrap resamples for every interval.
+        device: where encoders embed (bf16 autocast on a GPU) and the attentive probe
+            trains: "auto" (the GPU when there is one), "cpu", "cuda", "cuda:1", ...
 
     Returns:
         {"pretrained": run_probes result, "random": [...], "comparison": ..., "table": str}
@@ -164,10 +172,10 @@ def run_probe(
     for name, encoder in encoders.items():
         log.info("probing %s", name)
         embeddings = {
-            k: embed_split(encoder, v, keep_tokens=keep_tokens, desc=f"{name}: {k}")
+            k: embed_split(encoder, v, keep_tokens=keep_tokens, desc=f"{name}: {k}", device=device)
             for k, v in splits.items()
         }
-        results[name] = _score(embeddings, table, tasks, 0, n_boot, probes)
+        results[name] = _score(embeddings, table, tasks, 0, n_boot, probes, str(device))
     random = [v for k, v in results.items() if k.startswith("random")]
     output: dict[str, Any] = {
         "recipe": recipe,
@@ -191,7 +199,11 @@ def run_probe(
 
 
 def run_embed(
-    module: Any, datamodule: Any, out: str = "embeddings.npz", split: str = "test"
+    module: Any,
+    datamodule: Any,
+    out: str = "embeddings.npz",
+    split: str = "test",
+    device: str = "auto",
 ) -> str:
     """Write the evaluation encoder's mean-pooled embeddings of one split, with sample ids.
 
@@ -200,9 +212,10 @@ def run_embed(
         datamodule: the recipe's datamodule.
         out: output .npz (arrays ``ids``, ``participants``, ``devices``, ``embeddings``).
         split: which prepared split to embed.
+        device: where the encoder runs ("auto": the GPU when there is one).
     """
     datamodule.prepare_data()
     volumes = PreparedDataset(datamodule.prepared, datamodule.storage_options).split(split)
-    embedded = embed_split(module.evaluation_encoder(), volumes, keep_tokens=False)
+    embedded = embed_split(module.evaluation_encoder(), volumes, keep_tokens=False, device=device)
     save_embeddings(out, embedded)
     return out
