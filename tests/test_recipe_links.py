@@ -70,7 +70,7 @@ def _no_mask_recipe(tmp_path: Path, oct_dataset: Path) -> Path:
     recipe = yaml.safe_load(TINY_RECIPE.read_text())
     recipe["model"] = {
         "class_path": f"{__name__}.MeanIntensity",
-        "init_args": {"patch_size": [2, 8, 8]},
+        "init_args": {"patch_size": [2, 8, 8], "optimizer": {"warmup_steps": 1}},
     }
     recipe["data"]["init_args"] |= {
         "source": str(oct_dataset / "manifest.tsv"),

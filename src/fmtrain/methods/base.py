@@ -30,7 +30,12 @@ from torch import nn
 from fmtrain.core.grid import TokenGrid
 from fmtrain.methods.configs import OptimizerConfig
 from fmtrain.methods.links import RecipeLink
-from fmtrain.methods.numerics import NonFiniteError, NumericsGuard, first_non_finite
+from fmtrain.methods.numerics import (
+    FinitenessRecorder,
+    NonFiniteError,
+    NumericsGuard,
+    first_non_finite,
+)
 from fmtrain.methods.optim import decay_param_groups
 from fmtrain.methods.schedules import cosine, warmup_cosine
 from fmtrain.nn.encoder import EncoderSpec, ViTEncoder, spec_to_config
@@ -101,6 +106,8 @@ class PretrainMethod(pl.LightningModule):
         self.compile_backend = compile_backend if compile else None
         self._compiled = False
         self.guard = NumericsGuard(max_consecutive_bad_steps)
+        self.recorder = FinitenessRecorder()
+        self._guarded_params: list[nn.Parameter] = []
         self.warning_counts: Counter[str] = Counter()
         self._last_step_time: float | None = None
         self._last_batch: Any = None
@@ -214,8 +221,8 @@ class PretrainMethod(pl.LightningModule):
 
         def guarded_closure():
             loss = optimizer_closure() if optimizer_closure is not None else None
-            params = [p for g in optimizer.param_groups for p in g["params"]]
-            verdict["ok"] = self.guard.check(loss, params)
+            self._guarded_params = [p for g in optimizer.param_groups for p in g["params"]]
+            verdict["ok"] = self.guard.check(loss, self._guarded_params)
             return loss
 
         super().optimizer_step(epoch, batch_idx, optimizer, guarded_closure)
@@ -230,11 +237,7 @@ class PretrainMethod(pl.LightningModule):
         step = self.global_step
         self.guard.skipped_steps.append(step)
         self.warning_counts["non-finite step skipped"] += 1
-        batch = self._last_batch
-        origin = "unknown (no batch kept)"
-        if batch is not None:
-            with torch.enable_grad():
-                origin = first_non_finite(self.method, lambda: self.forward_batch(batch).loss)
+        origin = self._origin_of_bad_step()
         log.warning(
             "step %d skipped: non-finite loss or gradient; first non-finite: %s "
             "(%d in a row, limit model.max_consecutive_bad_steps=%d)",
@@ -256,6 +259,33 @@ class PretrainMethod(pl.LightningModule):
                 "model.optimizer.warmup_steps, set trainer.gradient_clip_val, use "
                 "trainer.precision=bf16-mixed instead of 16-mixed, and check the data "
                 "(`fmtrain check` looks for non-finite inputs)."
+            )
+
+    def _origin_of_bad_step(self) -> str:
+        """Where the failing step went non-finite: the flags recorded during the step itself,
+        then the gradients the guard found, and only then a replay of the batch (which
+        cannot see a fault that does not repeat)."""
+        recorded = self.recorder.first_non_finite()
+        if recorded and self._last_batch is not None:
+            with torch.enable_grad():  # a replay may narrow it down inside the block
+                replay = first_non_finite(
+                    self.method, lambda: self.forward_batch(self._last_batch).loss
+                )
+            return recorded + ("" if replay == "not reproduced" else f"; replayed: {replay}")
+        if recorded:
+            return recorded
+        if self.guard.bad_gradients:
+            names = {id(p): n for n, p in self.method.named_parameters()}
+            bad = [names.get(id(self._guarded_params[i]), "?") for i in self.guard.bad_gradients]
+            return (
+                f"backward: non-finite gradients in {len(bad)} parameter(s), e.g. "
+                f"{', '.join(bad[:3])} (every module output of the step was finite)"
+            )
+        if self._last_batch is None:
+            return "unknown (no batch kept)"
+        with torch.enable_grad():
+            return "replayed: " + first_non_finite(
+                self.method, lambda: self.forward_batch(self._last_batch).loss
             )
 
     # --- compile: applied from outside the parts, once, before the first forward -----------
@@ -290,9 +320,23 @@ class PretrainMethod(pl.LightningModule):
             ) from err
 
     # --- steps ------------------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        # per-module finiteness flags for the numerics guard; compiled blocks keep the
+        # replay diagnosis instead (hooks with side effects would break their graphs)
+        if self.compile_backend is None:
+            self.recorder.attach(self.method)
+
+    def on_train_end(self) -> None:
+        self.recorder.detach()
+
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
         self._last_batch = batch  # a reference, kept for the numerics guard's diagnosis
-        out = self.run_forward(batch)
+        self.recorder.reset()
+        self.recorder.active = True
+        try:
+            out = self.run_forward(batch)
+        finally:
+            self.recorder.active = False
         values = self.schedule_values(self.global_step)
         b = batch.inputs.shape[0]
         metrics: dict[str, Any] = {"train/loss": out.loss}
