@@ -70,3 +70,54 @@ def test_non_finite_features_have_no_rank_instead_of_crashing_the_run():
     feats = torch.randn(16, 8)
     feats[3, 2] = float("nan")
     assert math.isnan(effective_rank(feats))
+
+
+class _Logger:
+    def __init__(self):
+        self.rows = []
+
+    def log_metrics(self, metrics, step):
+        self.rows.append((step, metrics))
+
+
+class _Method:
+    """Target features that span `width` directions around a common mean, for a monitor."""
+
+    def __init__(self):
+        self.width, self.counted = 16, []
+
+    def collapse_inputs(self, output):
+        gen = torch.Generator().manual_seed(self.width)
+        basis = torch.randn(self.width, 32, generator=gen)
+        coefficients = torch.randn(24, 5, self.width, generator=gen)
+        tokens = coefficients @ basis + 3.0  # [B, N, D], rank about `width`
+        return tokens, tokens.flatten(0, 1), tokens.flatten(0, 1)
+
+    def record_warning(self, what):
+        self.counted.append(what)
+
+
+def test_the_rank_is_compared_with_its_start_and_the_reference_survives_a_resume(caplog):
+    from types import SimpleNamespace
+
+    from fmtrain.eval.monitors import CollapseMonitor
+
+    logger, method = _Logger(), _Method()
+    monitor = CollapseMonitor(every_n_steps=1)
+    batch = SimpleNamespace(inputs=torch.zeros(24, 1))
+
+    def step(n):
+        trainer = SimpleNamespace(global_step=n + 1, loggers=[logger])
+        monitor.on_train_batch_end(trainer, method, {"output": object()}, batch, n)
+
+    step(0)
+    start = logger.rows[-1][1]["collapse/train_batch_effective_rank"]
+    assert logger.rows[-1][1]["collapse/rank_vs_start"] == 1.0 and start > 8
+    method.width = 2  # the features now span two directions: well under a quarter
+    with caplog.at_level("WARNING", logger="fmtrain"):
+        step(1)
+    assert logger.rows[-1][1]["collapse/rank_vs_start"] < 0.25
+    assert "below 25% of its" in caplog.text and method.counted == ["collapse warning"]
+    resumed = CollapseMonitor(every_n_steps=1)
+    resumed.load_state_dict(monitor.state_dict())
+    assert resumed.reference_rank == monitor.reference_rank == start

@@ -94,18 +94,50 @@ class CollapseMonitor(Callback):
     evaluation-encoder features on the validation set; warn (once counted per step) when
     they show collapse, naming the keys that usually fix it.
 
+    Besides the absolute thresholds of `collapse_monitors`, the effective rank is compared
+    with its first measurement, taken on the randomly initialised encoder at step 0 on a
+    batch of the same size: below `min_rank_ratio` of it, the run is warned that its
+    features are collapsing (the reference is kept in checkpoints, so a resumed run keeps
+    comparing with the start).
+
     Works with any method: it asks the module for `collapse_inputs(output)` and reads
     `output.features` in validation; methods that return nothing are left alone. The
     recipe key is `monitors` (e.g. `monitors: {every_n_steps: 20}`).
 
     Args:
         every_n_steps: log the training monitors every this many steps (0: never).
+        min_rank_ratio: warn when the effective rank falls below this fraction of its
+            value at the start of training.
     """
 
-    def __init__(self, every_n_steps: int = 50) -> None:
+    def __init__(self, every_n_steps: int = 50, min_rank_ratio: float = 0.25) -> None:
         self.every_n_steps = every_n_steps
+        self.min_rank_ratio = min_rank_ratio
+        self.reference_rank: float | None = None
         self.warnings: list[dict] = []
         self._val_features: list[torch.Tensor] = []
+
+    def state_dict(self) -> dict:
+        return {"reference_rank": self.reference_rank}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.reference_rank = state_dict.get("reference_rank")
+
+    def _relative_rank(self, verdict: CollapseVerdict) -> float | None:
+        rank = verdict["effective_rank"]
+        if math.isnan(rank):
+            return None
+        if self.reference_rank is None:
+            self.reference_rank = rank
+        ratio = rank / self.reference_rank
+        if ratio < self.min_rank_ratio:
+            verdict["collapsed"] = True
+            reason = (
+                f"effective rank {rank:.2f} fell below {self.min_rank_ratio:.0%} of its "
+                f"{self.reference_rank:.2f} at the start (random init)"
+            )
+            verdict["reason"] = "; ".join(r for r in (verdict["reason"], reason) if r)
+        return ratio
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
         every, step = self.every_n_steps, trainer.global_step
@@ -116,6 +148,7 @@ class CollapseMonitor(Callback):
         if inputs is None:
             return
         verdict = collapse_monitors(*inputs)
+        ratio = self._relative_rank(verdict)
         if verdict["collapsed"]:
             self.warnings.append({"step": step - 1, "reason": verdict["reason"]})
             pl_module.record_warning("collapse warning")
@@ -134,6 +167,8 @@ class CollapseMonitor(Callback):
         }
         if "prediction_cosine" in verdict:
             metrics["collapse/prediction_target_cosine"] = verdict["prediction_cosine"]
+        if ratio is not None:
+            metrics["collapse/rank_vs_start"] = ratio
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step - 1)
 

@@ -14,6 +14,7 @@ _CURVES = (
     ("train/loss", "training loss"),
     ("val/loss", "validation loss"),
     ("collapse/train_batch_effective_rank", "effective rank (pooled targets)"),
+    ("collapse/rank_vs_start", "effective rank / its value at step 0 (warn < 0.25)"),
     ("collapse/normalized_feature_std", "std of normalised target features"),
     ("collapse/prediction_target_cosine", "prediction-target cosine"),
     ("train/ema_momentum", "EMA momentum"),
