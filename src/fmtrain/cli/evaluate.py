@@ -106,11 +106,11 @@ def embed(
 
 
 def probe_main(args: list[str]) -> None:
-    result = CLI(probe, args=args, description=probe.__doc__, prog="fmtrain probe")
+    result = CLI(probe, args=args, prog="fmtrain probe")
     print(result.get("table", "no checkpoint given: random-init baselines only (probe.json)"))
     print(f"probe results: {result['seconds']} s; details in probe.json")
 
 
 def embed_main(args: list[str]) -> None:
-    path = CLI(embed, args=args, description=embed.__doc__, prog="fmtrain embed")
+    path = CLI(embed, args=args, prog="fmtrain embed")
     print(f"embeddings written to {path}")

@@ -10,8 +10,10 @@ __all__ = ["main"]
 
 
 def export(ckpt: str, out: str) -> str:
-    """Write a checkpoint's evaluation encoder (the EMA target for JEPA) for use outside
-    fmtrain: `fmtrain.load_encoder(OUT)` rebuilds it without Lightning.
+    """Write a checkpoint's evaluation encoder as model.safetensors + config.json.
+
+    The encoder is the one the method evaluates (the EMA target for JEPA);
+    `fmtrain.load_encoder(OUT)` rebuilds it without Lightning, for fine-tuning elsewhere.
 
     Args:
         ckpt: checkpoint written by `fmtrain fit`.
@@ -24,4 +26,4 @@ def export(ckpt: str, out: str) -> str:
 
 
 def main(args: list[str]) -> None:
-    print(CLI(export, args=args, description=__doc__, prog="fmtrain export"))
+    print(CLI(export, args=args, prog="fmtrain export"))
