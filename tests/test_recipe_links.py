@@ -125,3 +125,20 @@ def test_vjepa_without_masks_is_refused_by_check_naming_the_key(oct_dataset, tmp
 )
 def test_the_model_class_is_found_before_parsing_as_the_parser_would(args, expected):
     assert _model_class_path(args) == expected
+
+
+def test_a_recipe_written_for_the_old_keys_is_told_the_new_ones(tmp_path):
+    old = yaml.safe_load(TINY_RECIPE.read_text())
+    old["model"]["init_args"]["monitor_every_n_steps"] = 2
+    old["data"]["class_path"] = "fmtrain.data.VolumeDataModule"
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump(old))
+    with pytest.raises(SystemExit) as stopped:
+        run_cli(["--config", str(path)], run=False)
+    message = str(stopped.value)
+    assert "model.init_args.monitor_every_n_steps -> monitors.every_n_steps" in message
+    assert "fmtrain.datamodules.VolumeDataModule" in message
+    with pytest.raises(SystemExit, match="the channels come from"):
+        run_cli(["--config", str(TINY_RECIPE), "--model.init_args.encoder.in_chans=3"], run=False)
+    report = run_check(str(path), [], str(tmp_path / "check"))  # check says it too
+    assert "monitors.every_n_steps" in report.render()

@@ -26,14 +26,50 @@ from fmtrain.eval.monitors import CollapseMonitor
 __all__ = ["FmtrainCLI", "build_recipe", "model_class"]
 
 
-def _config_model_path(path: str) -> str | None:
+# Recipe keys and class paths that moved, with what to write instead: a recipe written for
+# an earlier fmtrain gets the new spelling, not "unrecognized arguments".
+RENAMED = {
+    "model.init_args.monitor_every_n_steps": "monitors.every_n_steps (a top-level key)",
+    "model.init_args.encoder.in_chans": "nothing: the channels come from the datamodule",
+    "model.init_args.encoder.init_args.in_chans": "nothing: the channels come from the data",
+    "data.init_args.min_context_tokens": "data.init_args.masks.init_args.min_context_tokens",
+    "fmtrain.data.VolumeDataModule": "fmtrain.datamodules.VolumeDataModule",
+}
+
+
+def _read_config(path: str) -> dict:
     try:
         with open(path) as f:
             config = yaml.safe_load(f) or {}
     except (OSError, yaml.YAMLError):
-        return None  # the parser reports unreadable files with its own message
-    model = config.get("model") if isinstance(config, dict) else None
+        return {}  # the parser reports unreadable files with its own message
+    return config if isinstance(config, dict) else {}
+
+
+def _config_model_path(path: str) -> str | None:
+    model = _read_config(path).get("model")
     return model.get("class_path") if isinstance(model, dict) else None
+
+
+def _flat(value: Any, prefix: str = "") -> list[str]:
+    """Dotted keys, and `key=value` for string values (to spot renamed class paths)."""
+    if isinstance(value, dict):
+        return [k for key, v in value.items() for k in _flat(v, f"{prefix}{key}.")]
+    return [prefix.rstrip("."), *([f"{value}"] if isinstance(value, str) else [])]
+
+
+def refuse_renamed_keys(args: Sequence[str]) -> None:
+    """Stop with the new spelling when a recipe or override uses a key that moved."""
+    found = []
+    for i, arg in enumerate(args):
+        name, _, value = arg.partition("=")
+        if name == "--config" and (value or i + 1 < len(args)):
+            found += _flat(_read_config(value or args[i + 1]))
+        elif arg.startswith("--"):
+            found += [name[2:], value]
+    moved = [f"{old} -> {RENAMED[old]}" for old in dict.fromkeys(found) if old in RENAMED]
+    if moved:
+        raise SystemExit("these recipe keys moved; write instead: " + "; ".join(moved))
 
 
 def _model_class_path(args: Sequence[str]) -> str | None:
@@ -216,6 +252,7 @@ def build_recipe(
         kwargs: more LightningCLI arguments.
     """
     cli_class._args = list(args) if args is not None else sys.argv[1:]
+    refuse_renamed_keys(cli_class._args)
     options: dict[str, Any] = {
         "subclass_mode_model": True,
         "subclass_mode_data": True,
