@@ -14,7 +14,7 @@ from fmtrain.methods import MethodOutput, PretrainMethod
 from fmtrain.methods.configs import OptimizerConfig
 from fmtrain.nn.encoder import EncoderSpec, ViTEncoder
 from fmtrain.nn.heads import mean_pool
-from fmtrain.recipe import _model_class_path
+from fmtrain.recipe import _model_class_path, recipe_options
 from tests.conftest import TINY_RECIPE
 
 CPU = ["--trainer.logger=false", "--trainer.enable_progress_bar=false"]
@@ -124,7 +124,7 @@ def test_vjepa_without_masks_is_refused_by_check_naming_the_key(oct_dataset, tmp
     ],
 )
 def test_the_model_class_is_found_before_parsing_as_the_parser_would(args, expected):
-    assert _model_class_path(args) == expected
+    assert _model_class_path(recipe_options(args)) == expected
 
 
 def test_a_recipe_written_for_the_old_keys_is_told_the_new_ones(tmp_path):

@@ -46,43 +46,46 @@ def _read_config(path: str) -> dict:
     return config if isinstance(config, dict) else {}
 
 
-def _config_model_path(path: str) -> str | None:
-    model = _read_config(path).get("model")
-    return model.get("class_path") if isinstance(model, dict) else None
-
-
-def _flat(value: Any, prefix: str = "") -> list[str]:
-    """Dotted keys, and `key=value` for string values (to spot renamed class paths)."""
+def _flat(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, leaf value) pairs of a nested recipe mapping."""
     if isinstance(value, dict):
-        return [k for key, v in value.items() for k in _flat(v, f"{prefix}{key}.")]
-    return [prefix.rstrip("."), *([f"{value}"] if isinstance(value, str) else [])]
+        return [pair for key, v in value.items() for pair in _flat(v, f"{prefix}{key}.")]
+    return [(prefix.rstrip("."), value)]
 
 
-def refuse_renamed_keys(args: Sequence[str]) -> None:
-    """Stop with the new spelling when a recipe or override uses a key that moved."""
-    found = []
+def recipe_options(args: Sequence[str]) -> list[tuple[str, Any]]:
+    """(key, value) pairs that command-line style `args` set, in the parser's order: each
+    `--config` file's keys flattened where it stands, and every `--key value` override.
+    Read once before parsing, to find the model's declared links and renamed keys."""
+    pairs: list[tuple[str, Any]] = []
     for i, arg in enumerate(args):
-        name, _, value = arg.partition("=")
-        if name == "--config" and (value or i + 1 < len(args)):
-            found += _flat(_read_config(value or args[i + 1]))
-        elif arg.startswith("--"):
-            found += [name[2:], value]
-    moved = [f"{old} -> {RENAMED[old]}" for old in dict.fromkeys(found) if old in RENAMED]
-    if moved:
+        if not arg.startswith("--"):
+            continue
+        name, eq, value = arg.partition("=")
+        if not eq and i + 1 < len(args) and not args[i + 1].startswith("--"):
+            value = args[i + 1]
+        if name == "--config":
+            pairs += _flat(_read_config(value))
+        else:
+            pairs.append((name[2:], value))
+    return pairs
+
+
+def refuse_renamed_keys(options: Sequence[tuple[str, Any]]) -> None:
+    """Stop with the new spelling when a recipe or override uses a key that moved."""
+    found = [k for pair in options for k in pair if isinstance(k, str) and k in RENAMED]
+    if found:
+        moved = [f"{old} -> {RENAMED[old]}" for old in dict.fromkeys(found)]
         raise SystemExit("these recipe keys moved; write instead: " + "; ".join(moved))
 
 
-def _model_class_path(args: Sequence[str]) -> str | None:
-    """The model class the arguments select: the last `--model.class_path`/`--model`
-    override wins over the last config file, as in the parser."""
+def _model_class_path(options: Sequence[tuple[str, Any]]) -> str | None:
+    """The model class the options select: the last one set wins, as in the parser."""
     found = None
-    for i, arg in enumerate(args):
-        name, _, value = arg.partition("=")
-        if not value and i + 1 < len(args):
-            value = args[i + 1]
-        if name == "--config":
-            found = _config_model_path(value) or found
-        elif name in ("--model", "--model.class_path") and not value.endswith((".yaml", ".yml")):
+    for key, value in options:
+        if key == "model.class_path" or (
+            key == "model" and isinstance(value, str) and not value.endswith((".yaml", ".yml"))
+        ):
             found = value
     return found
 
@@ -101,11 +104,11 @@ def model_class(class_path: str | None) -> type | None:
 class FmtrainCLI(LightningCLI):
     """LightningCLI with the links that keep data and model consistent by construction."""
 
-    # arguments of this CLI, read before parsing to find the model's declared links
-    _args: ClassVar[list[str]] = []
+    # the model class the arguments select, found before parsing for its declared links
+    _recipe_model: ClassVar[type | None] = None
 
     def add_arguments_to_parser(self, parser) -> None:  # type: ignore[no-untyped-def]
-        cls = model_class(_model_class_path(self._args))
+        cls = self._recipe_model
         self._instantiate_links = []
         self._given: dict[str, Any] = {}
         for link in getattr(cls, "recipe_links", list)():
@@ -251,8 +254,9 @@ def build_recipe(
         cli_class: FmtrainCLI or a subclass (`check` builds for the current machine).
         kwargs: more LightningCLI arguments.
     """
-    cli_class._args = list(args) if args is not None else sys.argv[1:]
-    refuse_renamed_keys(cli_class._args)
+    options = recipe_options(list(args) if args is not None else sys.argv[1:])
+    refuse_renamed_keys(options)
+    cli_class._recipe_model = model_class(_model_class_path(options))
     options: dict[str, Any] = {
         "subclass_mode_model": True,
         "subclass_mode_data": True,

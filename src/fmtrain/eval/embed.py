@@ -8,7 +8,6 @@ target encoder, as in V-JEPA).
 from __future__ import annotations
 
 import csv
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,6 @@ from tqdm.auto import tqdm
 
 from fmtrain.eval.device import encode_autocast, resolve_device
 from fmtrain.nn.heads import mean_pool
-
-log = logging.getLogger("fmtrain")
 
 __all__ = ["embed_split", "read_labels", "save_embeddings"]
 
