@@ -142,3 +142,12 @@ def test_a_recipe_written_for_the_old_keys_is_told_the_new_ones(tmp_path):
         run_cli(["--config", str(TINY_RECIPE), "--model.init_args.encoder.in_chans=3"], run=False)
     report = run_check(str(path), [], str(tmp_path / "check"))  # check says it too
     assert "monitors.every_n_steps" in report.render()
+
+
+def test_an_input_size_set_by_hand_that_disagrees_with_the_data_is_refused(oct_dataset):
+    source = f"--data.init_args.source={oct_dataset}/manifest.tsv"
+    args = ["--config", str(TINY_RECIPE), source, *CPU]
+    with pytest.raises(ValueError, match=r"model.init_args.input_size=.*'input_size' is"):
+        run_cli([*args, "--model.init_args.input_size=[8, 32, 64]"], run=False)
+    cli = run_cli([*args, "--model.init_args.input_size=[8, 32, 32]"], run=False)  # agrees
+    assert cli.model.grid.input_size == (8, 32, 32)

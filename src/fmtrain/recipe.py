@@ -101,6 +101,11 @@ def model_class(class_path: str | None) -> type | None:
         return None  # the parser names the bad class_path itself
 
 
+def _plain(value: Any) -> Any:
+    """Sequences as lists, so a recipe's [16, 64, 64] equals a datamodule's (16, 64, 64)."""
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
 class FmtrainCLI(LightningCLI):
     """LightningCLI with the links that keep data and model consistent by construction."""
 
@@ -182,16 +187,17 @@ class FmtrainCLI(LightningCLI):
             given = config.get(link.target)
             param = inspect.signature(cls.__init__).parameters.get(name)
             default = param.default if param is not None else inspect.Parameter.empty
-            if default is not inspect.Parameter.empty and given != default:
+            required = default is inspect.Parameter.empty
+            if (required and given is not None) or (not required and given != default):
                 self._given[link.target] = given
 
     def _reader(self, link):  # type: ignore[no-untyped-def]
         def read(datamodule: Any) -> Any:
             value = getattr(datamodule, link.attribute) if link.attribute else datamodule
             given = self._given.get(link.target, value)
-            if given != value:  # refused after instantiation, with a message of our own
+            if _plain(given) != _plain(value):  # refused after instantiation, with a message of our own
                 self._disagreements.append(
-                    f"{link.target}={given!r}, but the datamodule's `{link.attribute}` is "
+                    f"{link.target}={given!r}, but the datamodule's {link.attribute!r} is "
                     f"{value!r}: this key is filled from the data when the recipe is read; "
                     "remove it from the recipe and the command line."
                 )

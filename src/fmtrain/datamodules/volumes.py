@@ -19,7 +19,7 @@ from fmtrain.core.storage import exists, is_remote, join, read_bytes
 from fmtrain.data.volumes.augment import AugmentConfig, augment
 from fmtrain.data.volumes.prepare import prepare_dataset, prepare_params_match
 from fmtrain.data.volumes.prepared import PreparedDataset, PreparedSplit
-from fmtrain.data.volumes.splits import DEFAULT_FRACTIONS
+from fmtrain.data.splits import DEFAULT_FRACTIONS
 from fmtrain.datamodules.batch import MaskCollator, MaskedBatch
 from fmtrain.datamodules.stream import PretrainStream
 from fmtrain.masks import MaskSampler, MultiBlock, MultiBlockSpec

@@ -141,8 +141,11 @@ class PretrainMethod(pl.LightningModule):
     def recipe_links(cls) -> list[RecipeLink]:
         """What the recipe copies between `data` and `model` when it is read."""
         return [
-            RecipeLink("data.init_args.input_size", "model.init_args.input_size"),
+            # model -> data when the recipe is read (the data cuts its token grid with it);
+            # then the model's input shape and channels are read off the built datamodule,
+            # which decides them (a volume's crop size; a signal's channels and window)
             RecipeLink("model.init_args.patch_size", "data.init_args.patch_size"),
+            RecipeLink("data", "model.init_args.input_size", "input_size"),
             RecipeLink("data", "model.init_args.in_chans", "channels"),
         ]
 

@@ -23,10 +23,11 @@ import logging
 import posixpath
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fmtrain.core.storage import filesystem, is_remote, join, read_bytes
+from fmtrain.data.items import CatalogItem
 from fmtrain.data.volumes.errors import VolumeReadError
 from fmtrain.data.volumes.manifest import FIELD_PARSERS, MANIFEST_COLUMNS
 
@@ -35,26 +36,6 @@ log = logging.getLogger("fmtrain.data")
 __all__ = ["Catalog", "CatalogItem", "read_catalog"]
 
 _VOLUME_SUFFIXES = (".nii", ".nii.gz", ".dcm")
-
-
-@dataclass(frozen=True)
-class CatalogItem:
-    """One volume to read.
-
-    Attributes:
-        key: unique name of the item (its path relative to the source's folder).
-        paths: the file, or the files of one DICOM series, as paths or URLs.
-        participant_id: whose data it is; splits never put one participant in two splits.
-            File lists without the column use the key, so each file is its own participant.
-        device: device model (manifest ``manufacturers_model_name``), or ``"unknown"``.
-        attributes: other columns (anatomic_region, laterality, labels, ...), as text.
-    """
-
-    key: str
-    paths: tuple[str, ...]
-    participant_id: str
-    device: str = "unknown"
-    attributes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -26,7 +26,7 @@ from fmtrain.data.volumes.catalog import CatalogItem, read_catalog
 from fmtrain.data.volumes.errors import VolumeReadError
 from fmtrain.data.volumes.prepared import PreparedDataset, open_zarr_group
 from fmtrain.data.volumes.preprocess import prepare_volume
-from fmtrain.data.volumes.splits import DEFAULT_FRACTIONS, assign_splits, split_counts
+from fmtrain.data.splits import DEFAULT_FRACTIONS, assign_splits, split_counts
 
 log = logging.getLogger("fmtrain.data")
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from fmtrain.data.volumes.catalog import CatalogItem
+from fmtrain.data.items import CatalogItem
 
 __all__ = ["DEFAULT_FRACTIONS", "assign_splits", "split_counts"]
 

@@ -1,0 +1,1 @@
+"""Physiological signals (ECG, PPG, ...): readers, channel selection, windows, `prepare`."""
