@@ -165,4 +165,4 @@ def test_datamodule_finishes_an_interrupted_preparation(oct_dataset, tmp_path):
     sorted((out / "progress" / "train").iterdir())[0].unlink()
     dm.prepare_data()
     dm.setup("fit")
-    assert len(dm.train_volumes) + len(dm.val_volumes) == 12
+    assert len(dm.train_set) + len(dm.val_set) == 12

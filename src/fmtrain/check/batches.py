@@ -92,10 +92,10 @@ def check_batch(report: CheckReport, batch, model, dm) -> bool:
 def _report_non_finite(report: CheckReport, batch, dm) -> None:
     """Say whether the stored volumes or the augmentation made the non-finite values."""
     ids = batch.sample_ids.tolist() if batch.sample_ids is not None else []
-    stored = [i for i in ids if not bool(torch.isfinite(dm.train_volumes.load(i)).all())]
+    stored = [i for i in ids if not bool(torch.isfinite(dm.train_set.load(i)).all())]
     count = int((~torch.isfinite(batch.inputs)).sum())
     if stored:
-        keys = [dm.train_volumes.samples[i]["key"] for i in stored]
+        keys = [dm.train_set.samples[i]["key"] for i in stored]
         report.add(
             "error",
             "data.init_args.prepared",

@@ -7,7 +7,9 @@ fmtrain embed recipes/oct_vjepa_demo.yaml --ckpt last.ckpt --out emb.npz
 fmtrain export last.ckpt encoder/            # safetensors + config.json, for load_encoder
 fmtrain generate-oct data/oct --num_participants 64 --scale 0.25
 fmtrain prepare data/oct/manifest.tsv s3://bucket/oct-prepared --size [64,384,384]
-fmtrain demo
+fmtrain generate-signals data/signals --num_participants 300
+fmtrain fit --config recipes/signals_msm_demo.yaml
+fmtrain demo                                 # OCT + V-JEPA; --modality signals for ECG + PPG
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ _TOOLS = {
     "export": "write a checkpoint's evaluation encoder as safetensors + config.json",
     "generate-oct": "write synthetic retinal OCT volumes as DICOM plus manifest.tsv",
     "prepare": "raw volumes (manifest, file list or folder; path or URL) -> prepared zarr",
-    "demo": "generate data, pretrain V-JEPA on the CPU, probe it, write a report",
+    "generate-signals": "write synthetic ECG + PPG as WFDB and .vital, manifest and labels",
+    "prepare-signals": "recordings -> quality-checked, normalised windows in zarr",
+    "demo": "generate data, pretrain on the CPU, probe it, write a report (--modality signals)",
 }
 
 
@@ -50,6 +54,10 @@ def _tool(name: str) -> Callable[[list[str]], int | None]:
         from fmtrain.cli.data_tools import generate_main as tool
     elif name == "prepare":
         from fmtrain.cli.data_tools import prepare_main as tool
+    elif name == "generate-signals":
+        from fmtrain.cli.data_tools import generate_signals_main as tool
+    elif name == "prepare-signals":
+        from fmtrain.cli.data_tools import prepare_signals_main as tool
     else:
         from fmtrain.cli.demo import main as tool
     return tool

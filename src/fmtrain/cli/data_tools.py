@@ -1,4 +1,5 @@
-"""`fmtrain generate-oct` and `fmtrain prepare`: data tools that need no recipe."""
+"""`fmtrain generate-oct`, `generate-signals`, `prepare` and `prepare-signals`: data tools
+that need no recipe."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ import json
 
 from jsonargparse import CLI
 
-__all__ = ["generate_main", "prepare_main"]
+__all__ = [
+    "generate_main",
+    "generate_signals_main",
+    "prepare_main",
+    "prepare_signals_main",
+]
 
 
 def generate_main(args: list[str]) -> None:
@@ -35,5 +41,37 @@ def prepare_main(args: list[str]) -> None:
         f"prepared {counts['written']} volumes into {dataset.url} "
         f"({json.dumps(counts['by_split'])}); skipped {counts['skipped']}: "
         f"{json.dumps(counts['skipped_by_reason'])}; details in "
+        f"{join(dataset.url, 'summary.json')}"
+    )
+
+
+def generate_signals_main(args: list[str]) -> None:
+    from fmtrain.data.synthetic.signals import generate_signal_dataset
+
+    manifest = CLI(
+        generate_signal_dataset,
+        args=args,
+        description="write synthetic ECG + PPG (WFDB and .vital) + manifest.tsv + labels.tsv",
+        prog="fmtrain generate-signals",
+    )
+    print(f"wrote {manifest} (labels beside it)")
+
+
+def prepare_signals_main(args: list[str]) -> None:
+    from fmtrain.core.storage import join
+    from fmtrain.data.signals.prepare import prepare_signals
+
+    dataset = CLI(
+        prepare_signals,
+        args=args,
+        description="recordings -> quality-checked, normalised windows (zarr)",
+        prog="fmtrain prepare-signals",
+    )
+    counts = dataset.summary["counts"]
+    print(
+        f"prepared {counts['windows_written']} windows from {counts['recordings_written']} "
+        f"recordings into {dataset.url} ({json.dumps(counts['windows_by_split'])}); refused "
+        f"{counts['recordings_skipped']} recordings: {json.dumps(counts['skipped_by_reason'])}; "
+        f"rejected windows: {json.dumps(counts['windows_rejected_by_reason'])}; details in "
         f"{join(dataset.url, 'summary.json')}"
     )

@@ -1,7 +1,10 @@
-"""`fmtrain demo`: generate OCT DICOMs, pretrain a recipe on the CPU, probe it, report.
+"""`fmtrain demo`: generate data in real formats, pretrain a recipe on the CPU, probe, report.
 
-Any method's recipe works (`--recipe recipes/oct_mae_demo.yaml`): the demo asks the method
-for its evaluation encoder and a random-init twin, never for its internals.
+Two modalities: ``oct`` (synthetic OCT volumes as DICOM, V-JEPA by default) and ``signals``
+(synthetic ECG + PPG as WFDB and .vital files, masked signal modeling by default). Any
+method's recipe works (`--recipe recipes/oct_mae_demo.yaml`): the demo asks the method for
+its evaluation encoder, a random-init twin and, when it reconstructs, a reconstruction —
+never for its internals.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Literal
 
 from jsonargparse import CLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -18,11 +22,11 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from fmtrain.check.pictures import save_mask_pictures
 from fmtrain.cli.evaluate import probe
 from fmtrain.data.synthetic.generate import generate_oct_dataset
-from fmtrain.data.volumes.prepared import PreparedDataset
 from fmtrain.eval.collapse import rank_against_random_init
 from fmtrain.eval.embed import embed_split, read_labels
 from fmtrain.eval.monitors import CollapseMonitor
 from fmtrain.eval.report import plot_curves, plot_pca, write_report
+from fmtrain.eval.signal_pictures import plot_reconstruction
 from fmtrain.recipe import build_recipe
 
 log = logging.getLogger("fmtrain")
@@ -37,8 +41,46 @@ def _loss_curve(csv_path: Path) -> list[tuple[int, float]]:
         ]
 
 
-def _report(cli, recipe: str, data: Path, out: Path, results: dict) -> str:
-    """Probe table, curves, mask picture and PCA map -> out/report.md."""
+# per modality: default recipe, participants, the label that colours the embedding map
+MODALITIES = {
+    "oct": ("recipes/oct_vjepa_demo.yaml", 288, "pathology"),
+    "signals": ("recipes/signals_msm_demo.yaml", 300, "rhythm"),
+}
+
+
+def _generate(modality: str, data: Path, num_participants: int, scale: float) -> None:
+    if modality == "signals":
+        from fmtrain.data.synthetic.signals import generate_signal_dataset
+
+        print(f"[demo] generating {num_participants} synthetic ECG + PPG recordings in {data}")
+        generate_signal_dataset(data, num_participants=num_participants, seed=0, workers=2)
+        return
+    print(f"[demo] generating {num_participants} synthetic OCT volumes as DICOM in {data}")
+    generate_oct_dataset(data, num_participants=num_participants, scale=scale, seed=0, workers=2)
+
+
+def _pictures(cli, out: Path) -> None:
+    """Masks over a real input, and a reconstruction when the method makes one."""
+    module, dm = cli.model, cli.datamodule
+    if not dm.num_mask_families:
+        return
+    batch = next(iter(dm.val_dataloader()))
+    save_mask_pictures(batch, module.grid, out)
+    shown = module.reconstruction(batch)
+    if shown is not None:
+        describe = dm.describe()
+        plot_reconstruction(
+            shown["inputs"],
+            shown["reconstruction"],
+            shown["hidden"],
+            out / "reconstruction.png",
+            channel_names=describe.get("channels"),
+            rate=float(describe.get("rate", 1.0)),
+        )
+
+
+def _report(cli, recipe: str, data: Path, out: Path, results: dict, label: str) -> str:
+    """Probe table, curves, pictures and PCA map -> out/report.md."""
     module, dm = cli.model, cli.datamodule
     source = [f"--data.init_args.source={data / 'manifest.tsv'}"]
     probed = probe(
@@ -51,13 +93,12 @@ def _report(cli, recipe: str, data: Path, out: Path, results: dict) -> str:
     )
     csv_logger = next(lg for lg in cli.trainer.loggers if isinstance(lg, CSVLogger))
     plot_curves(Path(csv_logger.log_dir) / "metrics.csv", out / "curves.png")
-    if dm.num_mask_families:
-        save_mask_pictures(next(iter(dm.val_dataloader())), module.grid, out)
-    test = PreparedDataset(dm.prepared).split("test")
+    _pictures(cli, out)
+    test = dm.evaluation_split("test")
     labels = read_labels(data / "labels.tsv")
-    pathology = [labels[s["key"]]["pathology"] for s in test.samples]
+    colours = [labels[s["key"]][label] for s in test.samples]
     panels = {
-        name: (embed_split(encoder, test, keep_tokens=False)["pooled"], pathology)
+        name: (embed_split(encoder, test, keep_tokens=False)["pooled"], colours)
         for name, encoder in (
             ("pretrained (evaluation encoder)", module.evaluation_encoder()),
             ("random init", module.random_encoder(seed=1000)),
@@ -65,36 +106,41 @@ def _report(cli, recipe: str, data: Path, out: Path, results: dict) -> str:
     }
     plot_pca(panels, out / "pca.png")
     print(probed["table"])
-    return write_report(out, results, probed["table"])
+    return write_report(out, results, probed["table"], label)
 
 
 def run_demo(
-    recipe: str = "recipes/oct_vjepa_demo.yaml",
-    out_dir: str = "demo_output",
-    num_participants: int = 288,
+    modality: Literal["oct", "signals"] = "oct",
+    recipe: str | None = None,
+    out_dir: str | None = None,
+    num_participants: int | None = None,
     scale: float = 0.25,
     max_steps: int | None = None,
     data_dir: str | None = None,
 ) -> dict:
-    """Generate synthetic OCT, pretrain the recipe, and report loss and feature rank.
+    """Generate synthetic data, pretrain the recipe, probe it and report loss and feature rank.
 
     Args:
-        recipe: recipe to train (any method: recipes/oct_vjepa_demo.yaml, oct_mae_demo.yaml).
-        out_dir: where data, logs, checkpoints and results go.
-        num_participants: synthetic participants (one OCT volume each).
-        scale: resolution factor of the generated volumes (1.0 = the devices' real size).
+        modality: ``oct`` (OCT volumes, V-JEPA) or ``signals`` (ECG + PPG, masked signal
+            modeling with an STFT loss).
+        recipe: recipe to train (default per modality: recipes/oct_vjepa_demo.yaml,
+            recipes/signals_msm_demo.yaml; any method's recipe for that data works).
+        out_dir: where data, logs, checkpoints and results go (default demo_output for OCT,
+            demo_output/signals for signals).
+        num_participants: synthetic participants, one volume or recording each (default
+            288 for OCT, 300 for signals).
+        scale: resolution factor of generated OCT volumes (1.0 = the devices' real size).
         max_steps: override the recipe's trainer.max_steps (e.g. for a quick look).
         data_dir: where the synthetic data is (or goes); default OUT_DIR/data. Point two
-            demos at one folder to compare methods on the same volumes.
+            demos at one folder to compare methods on the same data.
     """
     start = time.perf_counter()
-    out = Path(out_dir)
+    default_recipe, default_participants, label = MODALITIES[modality]
+    recipe = recipe or default_recipe
+    out = Path(out_dir or ("demo_output" if modality == "oct" else "demo_output/signals"))
     data = Path(data_dir) if data_dir else out / "data"
     if not (data / "manifest.tsv").exists():
-        print(f"[demo] generating {num_participants} synthetic OCT volumes as DICOM in {data}")
-        generate_oct_dataset(
-            data, num_participants=num_participants, scale=scale, seed=0, workers=2
-        )
+        _generate(modality, data, num_participants or default_participants, scale)
     run_dir = out / "run"
     args = ["fit", "--config", recipe, f"--data.init_args.source={data / 'manifest.tsv'}"]
     args += [
@@ -131,7 +177,7 @@ def run_demo(
     results["recipe"] = recipe
     monitors = [c for c in cli.trainer.callbacks if isinstance(c, CollapseMonitor)]
     results["collapse_warnings"] = monitors[0].warnings if monitors else []
-    results["report"] = _report(cli, recipe, data, out, results)
+    results["report"] = _report(cli, recipe, data, out, results, label)
     results["wall_seconds"] = round(time.perf_counter() - start, 1)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print("\n[demo] done in {:.0f} s".format(results["wall_seconds"]))
@@ -141,7 +187,7 @@ def run_demo(
     )
     print(
         "[demo] effective rank of pooled evaluation-encoder features on "
-        f"{ranks['num_samples']} held-out volumes: pretrained "
+        f"{ranks['num_samples']} held-out samples: pretrained "
         f"{ranks['effective_rank_pretrained']:.1f} vs random init "
         f"{ranks['effective_rank_random_init']:.1f} (ratio {ranks['rank_ratio']:.2f}; "
         f"below 0.25 would mean collapse)"
@@ -149,7 +195,7 @@ def run_demo(
     print(f"[demo] results: {out / 'results.json'}")
     print(f"[demo] checkpoint: {results['checkpoint']}")
     print(f"[demo] curves: {results['tensorboard']}")
-    print(f"[demo] report (curves, masks, probe table, embedding map): {results['report']}")
+    print(f"[demo] report (curves, pictures, probe table, embedding map): {results['report']}")
     return results
 
 

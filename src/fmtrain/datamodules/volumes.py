@@ -9,48 +9,19 @@ import os
 from functools import partial
 from typing import Literal
 
-import lightning.pytorch as pl
-import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
-
 from fmtrain.core.grid import TokenGrid
 from fmtrain.core.storage import exists, is_remote, join, read_bytes
+from fmtrain.data.splits import DEFAULT_FRACTIONS
 from fmtrain.data.volumes.augment import AugmentConfig, augment
 from fmtrain.data.volumes.prepare import prepare_dataset, prepare_params_match
-from fmtrain.data.volumes.prepared import PreparedDataset, PreparedSplit
-from fmtrain.data.splits import DEFAULT_FRACTIONS
-from fmtrain.datamodules.batch import MaskCollator, MaskedBatch
-from fmtrain.datamodules.stream import PretrainStream
-from fmtrain.masks import MaskSampler, MultiBlock, MultiBlockSpec
+from fmtrain.data.volumes.prepared import PreparedDataset
+from fmtrain.datamodules.base import PreparedDataModule
+from fmtrain.masks import MaskSampler, MultiBlockSpec
 
 log = logging.getLogger("fmtrain.data")
 
 
-class _ValidationSet(Dataset):
-    def __init__(self, volumes: PreparedSplit) -> None:
-        self.volumes = volumes
-
-    def __len__(self) -> int:
-        return len(self.volumes)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.volumes.load(index), index
-
-
-class _ValidationCollate:
-    """Masks for validation batches drawn from a fixed seed per batch: the same every time."""
-
-    def __init__(self, collator: MaskCollator, seed: int) -> None:
-        self.collator, self.seed = collator, seed
-
-    def __call__(self, items: list[tuple[torch.Tensor, int]]) -> MaskedBatch:
-        ids = [i for _, i in items]
-        rng = np.random.default_rng((self.seed, 7, ids[0]))
-        return self.collator([v for v, _ in items], ids, rng)
-
-
-class VolumeDataModule(pl.LightningDataModule):
+class VolumeDataModule(PreparedDataModule):
     """Raw volumes (manifest, file list or folder) -> prepared zarr -> masked batches.
 
     Training always reads a prepared dataset (`fmtrain prepare`, layout in
@@ -110,7 +81,16 @@ class VolumeDataModule(pl.LightningDataModule):
         max_skip_fraction: float = 0.05,
         allow_missing_spacing: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            grid=TokenGrid.from_sizes(input_size, patch_size, patch_key="model.patch_size"),
+            masks=masks,
+            batch_size=batch_size,
+            val_batch_size=val_batch_size,
+            num_workers=num_workers,
+            train_split=train_split,
+            val_split=val_split,
+            seed=seed,
+        )
         if source is None and prepared is None:
             raise ValueError(
                 "data.source or data.prepared must be set: a manifest/file list/folder to "
@@ -123,27 +103,15 @@ class VolumeDataModule(pl.LightningDataModule):
             "anatomic_regions": anatomic_regions,
             "lateralities": lateralities,
         }
-        self.input_size = tuple(input_size)
         self.spacing = tuple(spacing)
         self.split_fractions = dict(split_fractions or DEFAULT_FRACTIONS)
-        self.train_split, self.val_split = train_split, val_split
-        self.seed = seed
         self.prepare_workers = prepare_workers
         self.max_skip_fraction = max_skip_fraction
         self.allow_missing_spacing = allow_missing_spacing
         self.prepared = prepared or self._default_prepared_location()
         # a bucket is shared by all nodes: prepare it once (global rank 0), not once per node
         self.prepare_data_per_node = not is_remote(self.prepared)
-        self.grid = TokenGrid.from_sizes(input_size, patch_size, patch_key="model.patch_size")
-        self.sampler = _sampler(masks)
-        if self.sampler is not None:
-            self.sampler.validate(self.grid.shape)  # impossible masks fail as the recipe is read
-        self.batch_size = batch_size
-        self.val_batch_size = val_batch_size or batch_size
-        self.num_workers = num_workers
         self.augment_config = augment or AugmentConfig()
-        self.train_volumes: PreparedSplit | None = None
-        self.val_volumes: PreparedSplit | None = None
 
     def _prepare_kwargs(self) -> dict:
         return {
@@ -187,79 +155,10 @@ class VolumeDataModule(pl.LightningDataModule):
             **self._prepare_kwargs(),
         )
 
-    def setup(self, stage: str | None = None) -> None:
+    def open_prepared(self) -> PreparedDataset:
         dataset = PreparedDataset(self.prepared, self.storage_options)
         prepare_params_match(dataset, self.spacing, self.input_size)
-        self.train_volumes = dataset.split(self.train_split)
-        if dataset.samples.get(self.val_split):
-            self.val_volumes = dataset.split(self.val_split)
-        else:
-            log.warning("no %r split in %s: validation is off", self.val_split, self.prepared)
-        log.info(
-            "data: %d train / %d val volumes from %s, grid %s (%d tokens); masks: %s",
-            len(self.train_volumes),
-            len(self.val_volumes) if self.val_volumes else 0,
-            self.prepared,
-            self.grid.shape,
-            self.grid.num_tokens,
-            self.sampler.describe(self.grid.shape) if self.sampler else "none",
-        )
+        return dataset
 
-    @property
-    def channels(self) -> int:
-        """Input channels of every batch (volumes are single-channel)."""
-        return 1
-
-    @property
-    def num_mask_families(self) -> int:
-        """(context, target) pairs per batch."""
-        return self.sampler.num_families() if self.sampler else 0
-
-    def _start_batch(self) -> int:
-        """Batches already consumed, from the (possibly restored) optimizer step."""
-        trainer = self.trainer
-        return trainer.global_step * trainer.accumulate_grad_batches if trainer else 0
-
-    def train_dataloader(self) -> DataLoader:
-        trainer = self.trainer
-        stream = PretrainStream(
-            self.train_volumes,
-            batch_size=self.batch_size,
-            make_batch=MaskCollator(self.sampler, self.grid.shape),
-            transform=partial(augment, cfg=self.augment_config),
-            seed=self.seed,
-            start_batch=self._start_batch(),
-            rank=trainer.global_rank if trainer else 0,
-            world_size=trainer.world_size if trainer else 1,
-        )
-        return DataLoader(
-            stream,
-            batch_size=None,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
-
-    def val_dataloader(self) -> DataLoader | list:
-        if self.val_volumes is None:
-            return []
-        return DataLoader(
-            _ValidationSet(self.val_volumes),
-            batch_size=self.val_batch_size,
-            shuffle=False,
-            num_workers=min(self.num_workers, 1),
-            collate_fn=_ValidationCollate(MaskCollator(self.sampler, self.grid.shape), self.seed),
-        )
-
-    def describe(self) -> dict:
-        return {"grid": list(self.grid.shape), "masks": repr(self.sampler)}
-
-
-def _sampler(masks: MaskSampler | list | str | None) -> MaskSampler | None:
-    if masks == "none":
-        return None
-    if masks is None:
-        return MultiBlock()
-    if isinstance(masks, list):
-        return MultiBlock(families=masks)
-    return masks
+    def augmenter(self):  # type: ignore[no-untyped-def]
+        return partial(augment, cfg=self.augment_config)

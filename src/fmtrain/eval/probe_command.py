@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from fmtrain.data.volumes.prepared import PreparedDataset
 from fmtrain.eval.embed import embed_split, read_labels, save_embeddings
 from fmtrain.eval.probes import Task, compare, format_table, run_probes
 
@@ -28,13 +27,6 @@ log = logging.getLogger("fmtrain")
 __all__ = ["run_embed", "run_probe"]
 
 _ID_COLUMNS = {"participant_id", "sop_instance_uid", "filepath", "device", "key"}
-
-
-def _default_labels(dm) -> str | None:
-    if dm.source and "://" not in dm.source:
-        candidate = Path(dm.source).parent / "labels.tsv"
-        return str(candidate) if candidate.exists() else None
-    return None
 
 
 def _tasks(labels: dict[str, dict[str, str]]) -> list[Task]:
@@ -138,8 +130,8 @@ def run_probe(
         datamodule: the recipe's datamodule (it says where the prepared data is).
         recipe: the recipe's path, recorded in probe.json.
         ckpt: the checkpoint loaded into `module`; None: only random-init encoders.
-        labels: labels file (TSV/CSV with a ``filepath`` column); default: labels.tsv beside
-            the recipe's data.source.
+        labels: labels file (TSV/CSV with a ``filepath`` column); default: the datamodule's
+            `default_labels()` (labels.tsv beside the recipe's data.source).
         out_dir: where probe.json and probe.txt go.
         train_split: split the probes are fitted on.
         test_split: split they are scored on (participants disjoint from train_split).
@@ -155,9 +147,8 @@ def run_probe(
     start = time.perf_counter()
     dm = datamodule
     dm.prepare_data()
-    dataset = PreparedDataset(dm.prepared, dm.storage_options)
-    splits = {"train": dataset.split(train_split), "test": dataset.split(test_split)}
-    labels_path = labels or _default_labels(dm)
+    splits = {"train": dm.evaluation_split(train_split), "test": dm.evaluation_split(test_split)}
+    labels_path = labels or dm.default_labels()
     if labels_path is None:
         raise FileNotFoundError(
             "no labels: pass --labels FILE (TSV/CSV with a 'filepath' column matching the "
@@ -215,7 +206,7 @@ def run_embed(
         device: where the encoder runs ("auto": the GPU when there is one).
     """
     datamodule.prepare_data()
-    volumes = PreparedDataset(datamodule.prepared, datamodule.storage_options).split(split)
-    embedded = embed_split(module.evaluation_encoder(), volumes, keep_tokens=False, device=device)
+    samples = datamodule.evaluation_split(split)
+    embedded = embed_split(module.evaluation_encoder(), samples, keep_tokens=False, device=device)
     save_embeddings(out, embedded)
     return out

@@ -79,8 +79,11 @@ def plot_pca(panels: dict[str, tuple[np.ndarray, list[str]]], out_png: str | Pat
     return str(out_png)
 
 
-def write_report(out_dir: str | Path, summary: dict[str, Any], probe_table: str) -> str:
-    """report.md beside curves.png, masks.png and pca.png (paths relative to out_dir)."""
+def write_report(
+    out_dir: str | Path, summary: dict[str, Any], probe_table: str, colour_label: str = "pathology"
+) -> str:
+    """report.md beside curves.png, masks.png, reconstruction.png (when drawn) and pca.png
+    (paths relative to out_dir)."""
     out = Path(out_dir)
     lines = [
         "# fmtrain run report",
@@ -92,7 +95,7 @@ def write_report(out_dir: str | Path, summary: dict[str, Any], probe_table: str)
         f"{summary['loss_end_mean']:.4f} (last 10%)",
         "- effective rank of the evaluation encoder's pooled features on "
         f"{summary['num_samples']} held-out "
-        f"volumes: pretrained {summary['effective_rank_pretrained']:.1f} vs random init "
+        f"samples: pretrained {summary['effective_rank_pretrained']:.1f} vs random init "
         f"{summary['effective_rank_random_init']:.1f} (ratio {summary['rank_ratio']:.2f}; "
         "below 0.25 would mean collapse)",
     ]
@@ -104,10 +107,19 @@ def write_report(out_dir: str | Path, summary: dict[str, Any], probe_table: str)
         "",
         "![curves](curves.png)",
         "",
-        "## Masks over a real held-out volume",
+        "## Masks over a real held-out sample",
         "",
         "![masks](masks.png)",
         "",
+    ]
+    if (out / "reconstruction.png").exists():
+        lines += [
+            "## Reconstruction of held-out windows, and their spectra",
+            "",
+            "![reconstruction](reconstruction.png)",
+            "",
+        ]
+    lines += [
         "## Frozen-feature probes: pretrained vs randomly initialised encoders",
         "",
         "Probes are fitted on the training split and scored on the test split (participants "
@@ -119,7 +131,7 @@ def write_report(out_dir: str | Path, summary: dict[str, Any], probe_table: str)
         probe_table.rstrip(),
         "```",
         "",
-        "## Embeddings of the test split (PCA), coloured by pathology",
+        f"## Embeddings of the test split (PCA), coloured by {colour_label}",
         "",
         "![pca](pca.png)",
         "",

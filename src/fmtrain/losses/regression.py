@@ -19,6 +19,7 @@ __all__ = [
     "masked_patch_mse",
     "patchify",
     "per_patch_normalized",
+    "unpatchify",
 ]
 
 
@@ -55,6 +56,25 @@ def patchify(x: torch.Tensor, patch_size: Sequence[int]) -> torch.Tensor:
     order = [0, *range(2, 2 + 2 * k, 2), *range(3, 3 + 2 * k, 2), 1]
     patches = x.reshape(split).permute(order)
     return patches.reshape(b, math.prod(grid), math.prod(patch_size) * c)
+
+
+def unpatchify(
+    patches: torch.Tensor, input_size: Sequence[int], patch_size: Sequence[int]
+) -> torch.Tensor:
+    """The inverse of `patchify`: [B, N, prod(patch_size) * C] -> [B, C, *input_size]."""
+    b, n, width = patches.shape
+    grid = [s // p for s, p in zip(input_size, patch_size, strict=True)]
+    c = width // math.prod(patch_size)
+    if math.prod(grid) != n or c * math.prod(patch_size) != width:
+        raise ValueError(
+            f"patches {list(patches.shape)} do not tile input {list(input_size)} with patch "
+            f"{list(patch_size)}"
+        )
+    k = len(grid)
+    x = patches.reshape(b, *grid, *patch_size, c)
+    # [B, g1..gk, p1..pk, C] -> [B, C, g1, p1, ..., gk, pk]
+    order = [0, 2 * k + 1, *[a for i in range(k) for a in (1 + i, 1 + k + i)]]
+    return x.permute(order).reshape(b, c, *input_size)
 
 
 def per_patch_normalized(patches: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

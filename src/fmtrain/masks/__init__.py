@@ -8,6 +8,7 @@ from fmtrain.masks.base import MaskPair, MaskSampler
 from fmtrain.masks.equal_length import equalised_indices
 from fmtrain.masks.multiblock import MultiBlock, MultiBlockMaskSampler, MultiBlockSpec
 from fmtrain.masks.random_patch import RandomPatch
+from fmtrain.masks.span import SpanMask
 
 __all__ = [
     "MaskPair",
@@ -16,5 +17,6 @@ __all__ = [
     "MultiBlockMaskSampler",
     "MultiBlockSpec",
     "RandomPatch",
+    "SpanMask",
     "equalised_indices",
 ]

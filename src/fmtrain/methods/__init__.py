@@ -15,6 +15,8 @@ _LAZY = {
     "VJEPAModule": ".vjepa",
     "MAE": ".mae",
     "MAEModule": ".mae",
+    "MaskedSignalModel": ".msm",
+    "MaskedSignalModule": ".msm",
     "EMAConfig": ".configs",
     "DecoderConfig": ".configs",
     "OptimizerConfig": ".configs",

@@ -7,6 +7,7 @@ whose forward reads like the paper), and implements a few hooks:
 - `evaluation_encoder()`: the encoder that probes, `embed` and `export` use;
 - `after_optimizer_step(values)` (optional): e.g. the EMA update of a JEPA target encoder;
 - `collapse_inputs(output)` (optional): features for the collapse monitors;
+- `reconstruction(batch)` (optional): input and reconstruction, for report pictures;
 - `recipe_links()` (optional classmethod): what the recipe copies between data and model.
 
 Everything else is here, once: AdamW groups, warmup/cosine schedules, the numerics guard
@@ -132,6 +133,12 @@ class PretrainMethod(pl.LightningModule):
     def stage_widths(self) -> dict[str, int]:
         """Output widths of parts that do not produce encoder-width tokens (for `check`)."""
         return {}
+
+    def reconstruction(self, batch: Any) -> dict[str, torch.Tensor] | None:
+        """For methods that reconstruct their input, one batch's ``inputs``,
+        ``reconstruction`` (same shape) and ``hidden`` (bool, same shape: what the model did
+        not see), for report pictures; None for the others."""
+        return None
 
     def extra_schedules(self, step: int, total: int) -> dict[str, float]:
         """Schedules beyond learning rate and weight decay (e.g. EMA momentum)."""

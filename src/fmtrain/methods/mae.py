@@ -20,6 +20,7 @@ from fmtrain.methods.base import MethodOutput, PretrainMethod
 from fmtrain.methods.configs import DecoderConfig, OptimizerConfig
 from fmtrain.nn.decoder import MAEDecoder
 from fmtrain.nn.encoder import EncoderSpec, ViTEncoder
+from fmtrain.nn.tokens import expect_tokens
 
 __all__ = ["MAE", "MAEModule", "MAEOutput"]
 
@@ -29,6 +30,25 @@ class MAEOutput(MethodOutput):
     """`features` are the encoder's tokens at the visible positions [B, Nc, D]."""
 
     predictions: list[torch.Tensor] = field(default_factory=list)  # per family [B, Nt, P]
+
+
+def expect_patch_width(
+    prediction: torch.Tensor, patches: torch.Tensor, patch_size: Sequence[int]
+) -> torch.Tensor:
+    """Insist that the decoder predicts exactly one patch's values per hidden token.
+
+    A decoder projection built for another patch size than the data's is otherwise a
+    broadcasting error inside the loss, or worse, a silent reshape.
+    """
+    if prediction.shape[-1] != patches.shape[-1]:
+        chans = patches.shape[-1] // math.prod(patch_size)
+        raise ValueError(
+            f"model.init_args.decoder predicts {prediction.shape[-1]} values per hidden patch, "
+            f"but a patch of model.init_args.patch_size={list(patch_size)} x {chans} "
+            f"channel(s) holds {patches.shape[-1]}. Build the decoder's output from the "
+            "token grid's patch size (MAEDecoder does), not from a separate setting."
+        )
+    return prediction
 
 
 class MAE(nn.Module):
@@ -74,9 +94,11 @@ class MAE(nn.Module):
         losses, predictions, features = [], [], None
         for visible, hidden in zip(contexts, targets, strict=True):
             # 2. Encode the visible tokens only.
-            z = self.encoder(inputs, keep=visible)
+            z = expect_tokens(self.encoder(inputs, keep=visible), *visible.shape)
             # 3. Decode: mask tokens at the hidden positions predict their voxels.
-            prediction = self.decoder(z, visible, hidden)
+            prediction = expect_patch_width(
+                self.decoder(z, visible, hidden), patches, self.patch_size
+            )
             # 4. Loss on the hidden patches alone.
             losses.append(masked_patch_mse(prediction, patches, hidden))
             predictions.append(prediction)

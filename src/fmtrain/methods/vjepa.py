@@ -21,7 +21,7 @@ from fmtrain.methods.links import RecipeLink
 from fmtrain.methods.schedules import linear
 from fmtrain.nn.encoder import EncoderSpec, ViTEncoder
 from fmtrain.nn.predictor import JEPAPredictor
-from fmtrain.nn.tokens import gather_tokens
+from fmtrain.nn.tokens import expect_tokens, gather_tokens
 
 
 @dataclass
@@ -72,11 +72,13 @@ class VJEPA(nn.Module):
         # 1. Target encode the whole clip, without gradients.
         with torch.no_grad():
             target_tokens = self.target_encoder(inputs)
-            h = layer_normed(target_tokens)
+            h = layer_normed(
+                expect_tokens(target_tokens, inputs.shape[0], self.predictor.num_tokens)
+            )
         losses, predictions, regression_targets = [], [], []
         for family, (context_idx, target_idx) in enumerate(zip(contexts, targets, strict=True)):
             # 2. Context encode only the visible tokens.
-            z = self.encoder(inputs, keep=context_idx)
+            z = expect_tokens(self.encoder(inputs, keep=context_idx), *context_idx.shape)
             # 3. Predict target-token features from context tokens and their positions.
             prediction = self.predictor(z, context_idx, target_idx, mask_index=family)
             # 4. Regress the layer-normed target features at the target positions.

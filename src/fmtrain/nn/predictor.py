@@ -46,6 +46,7 @@ class JEPAPredictor(nn.Module):
     ) -> None:
         super().__init__()
         self.encoder_dim = encoder_dim
+        self.num_tokens = grid.num_tokens  # of the whole grid its positions index
         self.embed = nn.Linear(encoder_dim, embed_dim)
         self.register_buffer(
             "pos_embed", sincos_position_embedding(grid.shape, embed_dim)[None], persistent=False

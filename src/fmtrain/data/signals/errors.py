@@ -43,6 +43,8 @@ class SignalReadError(Exception):
 
     def __init__(self, reason: str, path: str, detail: str) -> None:
         if reason not in RECORDING_REASONS:
-            raise ValueError(f"unknown reason {reason!r}; expected one of {sorted(RECORDING_REASONS)}")
+            raise ValueError(
+                f"unknown reason {reason!r}; expected one of {sorted(RECORDING_REASONS)}"
+            )
         self.reason, self.path, self.detail = reason, str(path), detail
         super().__init__(f"{path}: {reason}: {detail}")

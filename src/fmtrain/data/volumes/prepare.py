@@ -10,23 +10,26 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from fmtrain.core.storage import exists, filesystem, join, read_bytes, write_bytes
+from fmtrain.core.storage import join, write_bytes
+from fmtrain.data.preparation import (
+    finished_records,
+    progress_url,
+    run_tasks,
+    write_or_match_json,
+)
+from fmtrain.data.splits import DEFAULT_FRACTIONS, assign_splits, split_counts
 from fmtrain.data.volumes.catalog import CatalogItem, read_catalog
 from fmtrain.data.volumes.errors import VolumeReadError
 from fmtrain.data.volumes.prepared import PreparedDataset, open_zarr_group
 from fmtrain.data.volumes.preprocess import prepare_volume
-from fmtrain.data.splits import DEFAULT_FRACTIONS, assign_splits, split_counts
 
 log = logging.getLogger("fmtrain.data")
 
@@ -56,10 +59,6 @@ def _array(task: _Task):
     if key not in _ARRAYS:
         _ARRAYS[key] = open_zarr_group(task.out, task.storage_options, "r+")[task.split]
     return _ARRAYS[key]
-
-
-def _progress_url(out: str, split: str, index: int) -> str:
-    return join(out, "progress", split, f"{index:07d}.json")
 
 
 def _process(task: _Task) -> dict:
@@ -114,30 +113,11 @@ def _process(task: _Task) -> dict:
     if record["status"] == "skipped":
         log.warning("skipping %s: %s: %s", item.key, record["reason"], record["detail"])
     write_bytes(
-        _progress_url(task.out, task.split, task.index),
+        progress_url(task.out, task.split, task.index),
         json.dumps(record).encode(),
         task.storage_options,
     )
     return record
-
-
-def _worker_init() -> None:
-    import torch
-
-    torch.set_num_threads(1)  # the processes are the parallelism
-
-
-def _load_or_write_json(url: str, value: Any, storage_options: dict | None, what: str) -> None:
-    if exists(url, storage_options):
-        found = json.loads(read_bytes(url, storage_options))
-        if found != value:
-            changed = sorted(k for k in set(found) | set(value) if found.get(k) != value.get(k))
-            raise ValueError(
-                f"{url} was written by a preparation with different {what} (differs in "
-                f"{changed[:5]}); use another --out, or delete it to start over"
-            )
-        return
-    write_bytes(url, json.dumps(value, indent=1).encode(), storage_options)
 
 
 def _create_arrays(
@@ -154,15 +134,6 @@ def _create_arrays(
                 )
             continue
         group.create_array(split, shape=shape, chunks=(1, *size), dtype="float16", fill_value=0.0)
-
-
-def _finished(out: str, storage_options: dict | None) -> dict[tuple[str, int], dict]:
-    fs, root = filesystem(join(out, "progress"), storage_options)
-    if not fs.exists(root):
-        return {}
-    paths = [p for p in fs.find(root) if p.endswith(".json")]
-    records = [json.loads(blob) for blob in fs.cat(paths).values()] if paths else []
-    return {(r["split"], r["index"]): r for r in records}
 
 
 def _summary(
@@ -269,15 +240,15 @@ def prepare_dataset(
         },
         "allow_missing_spacing": allow_missing_spacing,
     }
-    _load_or_write_json(join(out, "prepare.json"), params, storage_options, "parameters")
+    write_or_match_json(join(out, "prepare.json"), params, storage_options, "parameters")
     assignment = assign_splits(catalog.items, fractions, seed)
-    _load_or_write_json(join(out, "splits.json"), assignment, storage_options, "splits")
+    write_or_match_json(join(out, "splits.json"), assignment, storage_options, "splits")
 
     per_split: dict[str, list[CatalogItem]] = {name: [] for name in fractions}
     for item in catalog.items:
         per_split[assignment[item.participant_id]].append(item)
     _create_arrays(out, {k: len(v) for k, v in per_split.items() if v}, size, storage_options)
-    done = _finished(out, storage_options)
+    done = finished_records(out, storage_options)
     tasks = [
         _Task(out, split, i, item, tuple(spacing), tuple(size), storage_options,
               allow_missing_spacing, cache_dir)
@@ -287,7 +258,9 @@ def prepare_dataset(
     ]  # fmt: skip
     if done:
         log.info("resuming %s: %d volumes already done, %d to go", out, len(done), len(tasks))
-    records = list(done.values()) + _run(tasks, workers, progress)
+    records = list(done.values()) + run_tasks(
+        _process, tasks, workers, progress=progress, desc="preparing volumes", unit="vol"
+    )
 
     samples = {
         split: sorted(
@@ -338,31 +311,6 @@ def prepare_dataset(
         summary["counts"]["skipped_by_reason"],
     )
     return PreparedDataset(out, storage_options)
-
-
-def _run(tasks: list[_Task], workers: int, progress: bool) -> list[dict]:
-    bar = tqdm(total=len(tasks), desc="preparing volumes", unit="vol", disable=not progress)
-    records = []
-    if workers <= 1 or len(tasks) <= 1:
-        for task in tasks:
-            records.append(_process(task))
-            bar.update()
-        bar.close()
-        return records
-    # spawn, not fork: a forked child of a process that already ran OpenMP code can hang.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
-        futures = [pool.submit(_process, t) for t in tasks]
-        try:
-            for future in as_completed(futures):
-                records.append(future.result())
-                bar.update()
-        except BaseException:
-            pool.shutdown(cancel_futures=True)
-            raise
-        finally:
-            bar.close()
-    return records
 
 
 def prepare_params_match(dataset: PreparedDataset, spacing: Sequence, size: Sequence) -> None:

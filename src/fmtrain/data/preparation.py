@@ -1,0 +1,89 @@
+"""What every data wing's `prepare` shares: parameter records that must match on a rerun,
+per-item progress records (the resume points), and a process pool with a progress bar."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from fmtrain.core.storage import exists, filesystem, join, read_bytes, write_bytes
+
+__all__ = ["finished_records", "progress_url", "run_tasks", "write_or_match_json"]
+
+
+def write_or_match_json(url: str, value: Any, storage_options: dict | None, what: str) -> None:
+    """Write `value` to `url`, or, when a record is already there, insist that it matches:
+    resuming a preparation made with other parameters would mix two datasets in one."""
+    if exists(url, storage_options):
+        found = json.loads(read_bytes(url, storage_options))
+        if found != value:
+            changed = sorted(k for k in set(found) | set(value) if found.get(k) != value.get(k))
+            raise ValueError(
+                f"{url} was written by a preparation with different {what} (differs in "
+                f"{changed[:5]}); use another --out, or delete it to start over"
+            )
+        return
+    write_bytes(url, json.dumps(value, indent=1).encode(), storage_options)
+
+
+def finished_records(out: str, storage_options: dict | None) -> dict[tuple[str, int], dict]:
+    """(split, index) -> record of every item an earlier run finished (``progress/``)."""
+    fs, root = filesystem(join(out, "progress"), storage_options)
+    if not fs.exists(root):
+        return {}
+    paths = [p for p in fs.find(root) if p.endswith(".json")]
+    records = [json.loads(blob) for blob in fs.cat(paths).values()] if paths else []
+    return {(r["split"], r["index"]): r for r in records}
+
+
+def progress_url(out: str, split: str, index: int) -> str:
+    """Where the record of item `index` of `split` goes once its data is written."""
+    return join(out, "progress", split, f"{index:07d}.json")
+
+
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # the processes are the parallelism
+
+
+def run_tasks(
+    process: Callable[[Any], dict],
+    tasks: Sequence[Any],
+    workers: int,
+    *,
+    progress: bool = True,
+    desc: str = "preparing",
+    unit: str = "item",
+) -> list[dict]:
+    """`process(task)` for every task, in `workers` processes (1: here), with a progress bar.
+
+    `process` must be a module-level function (it is pickled into spawned workers).
+    """
+    bar = tqdm(total=len(tasks), desc=desc, unit=unit, disable=not progress)
+    records = []
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            records.append(process(task))
+            bar.update()
+        bar.close()
+        return records
+    # spawn, not fork: a forked child of a process that already ran OpenMP code can hang.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
+        futures = [pool.submit(process, t) for t in tasks]
+        try:
+            for future in as_completed(futures):
+                records.append(future.result())
+                bar.update()
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+        finally:
+            bar.close()
+    return records

@@ -1,0 +1,235 @@
+"""What every pretraining datamodule shares: a prepared dataset, a token grid, a mask sampler,
+the resumable training stream and fixed-mask validation batches.
+
+A data wing subclasses `PreparedDataModule` and says how to prepare and open its data
+(`prepare_data`, `open_prepared`), how a stored sample becomes a model input
+(`input_transform`) and how to augment it (`augmenter`). Probes, `embed`, `check` and the
+demo use the public seams: `evaluation_split(name)`, `default_labels()`, `input_size`, `channels`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from fmtrain.core.grid import TokenGrid
+from fmtrain.datamodules.batch import MaskCollator, MaskedBatch
+from fmtrain.datamodules.stream import PretrainStream
+from fmtrain.masks import MaskSampler, MultiBlock
+
+log = logging.getLogger("fmtrain.data")
+
+__all__ = ["PreparedDataModule", "SampleSplit"]
+
+
+class SampleSplit(Protocol):
+    """A split of prepared samples: `load(i)` a model input, `samples[i]` its description
+    (at least ``key``, ``participant_id`` and ``device``)."""
+
+    samples: list[dict]
+
+    def __len__(self) -> int: ...
+    def load(self, index: int) -> torch.Tensor: ...
+
+
+class _Inputs:
+    """A stored split seen as model inputs (`to_input` applied on load)."""
+
+    def __init__(self, split: Any, to_input: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
+        self.split, self.to_input = split, to_input
+        self.samples = split.samples
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def load(self, index: int) -> torch.Tensor:
+        stored = self.split.load(index)
+        return stored if self.to_input is None else self.to_input(stored)
+
+
+class _ValidationSet(Dataset):
+    def __init__(self, samples: SampleSplit) -> None:
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.samples.load(index), index
+
+
+class _ValidationCollate:
+    """Masks for validation batches drawn from a fixed seed per batch: the same every time."""
+
+    def __init__(self, collator: MaskCollator, seed: int) -> None:
+        self.collator, self.seed = collator, seed
+
+    def __call__(self, items: list[tuple[torch.Tensor, int]]) -> MaskedBatch:
+        ids = [i for _, i in items]
+        rng = np.random.default_rng((self.seed, 7, ids[0]))
+        return self.collator([v for v, _ in items], ids, rng)
+
+
+def no_augmentation(sample: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """The identity, for data without augmentations."""
+    return sample
+
+
+def sampler_from_recipe(masks: MaskSampler | list | str | None) -> MaskSampler | None:
+    """The recipe's `masks` value as a sampler: "none" -> None, a list -> multiblock
+    families, unset -> V-JEPA's multiblock mix."""
+    if masks == "none":
+        return None
+    if masks is None:
+        return MultiBlock()
+    if isinstance(masks, list):
+        return MultiBlock(families=masks)
+    return masks
+
+
+class PreparedDataModule(pl.LightningDataModule):
+    """Base of the datamodules that train from a prepared dataset (see the module docstring).
+
+    Args:
+        grid: the token grid of the model inputs.
+        masks: the mask sampler (see `sampler_from_recipe`).
+        batch_size: per-device batch size.
+        val_batch_size: validation batch size (defaults to `batch_size`).
+        num_workers: loader worker processes.
+        train_split: split to train on.
+        val_split: split to validate on (no validation when the dataset lacks it).
+        seed: seed of sample order, augmentation and masks.
+    """
+
+    def __init__(
+        self,
+        *,
+        grid: TokenGrid,
+        masks: MaskSampler | list | Literal["none"] | None,
+        batch_size: int,
+        val_batch_size: int | None,
+        num_workers: int,
+        train_split: str,
+        val_split: str,
+        seed: int,
+    ) -> None:
+        super().__init__()
+        self.grid = grid
+        self.sampler = sampler_from_recipe(masks)
+        if self.sampler is not None:
+            self.sampler.validate(self.grid.shape)  # impossible masks fail as the recipe is read
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.train_split, self.val_split = train_split, val_split
+        self.seed = seed
+        self.train_set: SampleSplit | None = None
+        self.val_set: SampleSplit | None = None
+
+    # --- what a data wing provides ---------------------------------------------------------
+    source: str | None = None
+
+    def open_prepared(self) -> Any:
+        """The prepared dataset (`samples` dict of split -> records, `split(name)`)."""
+        raise NotImplementedError
+
+    # Both return picklable callables (module-level functions or partials), not bound
+    # methods: they travel into loader workers, and a datamodule holds its trainer.
+    def input_transform(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """stored sample -> model input [C, *input_size]; None when they are the same."""
+        return None
+
+    def augmenter(self) -> Callable[[torch.Tensor, np.random.Generator], torch.Tensor]:
+        """(input, rng) -> randomly augmented input, for training batches."""
+        return no_augmentation
+
+    @property
+    def input_size(self) -> tuple[int, ...]:
+        """The model input's shape without its channel axis (linked into the model)."""
+        return tuple(self.grid.input_size)
+
+    @property
+    def channels(self) -> int:
+        """Input channels of every batch (linked into the model)."""
+        return 1
+
+    # --- seams for probes, embed, check and the demo ---------------------------------------
+    def evaluation_split(self, name: str) -> SampleSplit:
+        """Split `name` as model inputs, in a fixed order, with sample descriptions."""
+        return _Inputs(self.open_prepared().split(name), self.input_transform())
+
+    def default_labels(self) -> str | None:
+        """labels.tsv beside a local source, when there is one (probes use it)."""
+        if self.source and "://" not in self.source:
+            candidate = Path(self.source).parent / "labels.tsv"
+            return str(candidate) if candidate.exists() else None
+        return None
+
+    @property
+    def num_mask_families(self) -> int:
+        """(context, target) pairs per batch."""
+        return self.sampler.num_families() if self.sampler else 0
+
+    def describe(self) -> dict:
+        return {"grid": list(self.grid.shape), "masks": repr(self.sampler)}
+
+    # --- Lightning hooks -------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        dataset = self.open_prepared()
+        self.train_set = _Inputs(dataset.split(self.train_split), self.input_transform())
+        if dataset.samples.get(self.val_split):
+            self.val_set = _Inputs(dataset.split(self.val_split), self.input_transform())
+        else:
+            log.warning("no %r split in %s: validation is off", self.val_split, dataset.url)
+        log.info(
+            "data: %d train / %d val samples from %s, grid %s (%d tokens); masks: %s",
+            len(self.train_set),
+            len(self.val_set) if self.val_set else 0,
+            dataset.url,
+            self.grid.shape,
+            self.grid.num_tokens,
+            self.sampler.describe(self.grid.shape) if self.sampler else "none",
+        )
+
+    def _start_batch(self) -> int:
+        """Batches already consumed, from the (possibly restored) optimizer step."""
+        trainer = self.trainer
+        return trainer.global_step * trainer.accumulate_grad_batches if trainer else 0
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        stream = PretrainStream(
+            self.train_set,
+            batch_size=self.batch_size,
+            make_batch=MaskCollator(self.sampler, self.grid.shape),
+            transform=self.augmenter(),
+            seed=self.seed,
+            start_batch=self._start_batch(),
+            rank=trainer.global_rank if trainer else 0,
+            world_size=trainer.world_size if trainer else 1,
+        )
+        return DataLoader(
+            stream,
+            batch_size=None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_set is None:
+            return []
+        return DataLoader(
+            _ValidationSet(self.val_set),
+            batch_size=self.val_batch_size,
+            shuffle=False,
+            num_workers=min(self.num_workers, 1),
+            collate_fn=_ValidationCollate(MaskCollator(self.sampler, self.grid.shape), self.seed),
+        )

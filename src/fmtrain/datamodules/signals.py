@@ -1,0 +1,245 @@
+"""Physiological signals (ECG, PPG, ...) as masked pretraining batches.
+
+Two ways to cut a window of C channels x T samples into tokens (`tokens`):
+
+- ``per_channel`` (default): every channel is cut into its own patches. The model input is
+  [1, C, T] with a token grid of (C, T / L) and patches (1, L): token index c * P + p,
+  channel-major. Masks can hide each channel's patches independently (`per_channel: true`
+  in `RandomPatch` / `SpanMask`), and pretrained time-series encoders (PatchTST,
+  PatchTSMixer, TTM), which patch each channel separately, fit this layout.
+- ``across_channels``: a patch holds all channels over L samples. The input is [C, T] with
+  a 1D grid of T / L tokens and patches (L,).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from typing import Literal
+
+import torch
+
+from fmtrain.core.grid import TokenGrid
+from fmtrain.core.storage import exists, is_remote, join, read_bytes
+from fmtrain.data.signals.prepare import prepare_signals
+from fmtrain.data.signals.prepared import PreparedSignals
+from fmtrain.data.signals.windows import WindowConfig
+from fmtrain.data.splits import DEFAULT_FRACTIONS
+from fmtrain.datamodules.base import PreparedDataModule
+from fmtrain.masks import MaskSampler
+
+log = logging.getLogger("fmtrain.data")
+
+__all__ = ["SignalDataModule"]
+
+
+def _one_row_per_input(window: torch.Tensor) -> torch.Tensor:
+    """[C, T] -> [1, C, T]: channels become the first axis of a 2D token grid."""
+    return window[None]
+
+
+class SignalDataModule(PreparedDataModule):
+    """Recordings (manifest, file list or folder) -> windows in zarr -> masked batches.
+
+    Args:
+        source: raw recordings: a TSV/CSV manifest with ``filepath`` (and ``participant_id``,
+            ``device``; ``sampling_rate`` and ``channel_names`` for CSV/NPZ) or a folder.
+        prepared: prepared dataset location (default: beside a local source, keyed by the
+            settings below).
+        storage_options: fsspec options for URLs.
+        channels: channels to train on, by name; aliases match (``ECG_II`` finds "II",
+            "Lead II", "MLII"; ``PPG`` finds "PLETH"). Their order is the input's order.
+        rate: sampling rate every recording is resampled to (polyphase), in Hz.
+        window: window length in samples at `rate` (1024 at 125 Hz = 8.192 s).
+        hop: samples between window starts (default: half a window, i.e. 50% overlap).
+        bands: band-pass per channel type, e.g. {ecg: [0.5, 40], ppg: [0.5, 8]}; a type
+            left out keeps the defaults.
+        tokens: ``per_channel`` or ``across_channels`` (see the module docstring).
+        patch_size: token patch size (linked from `model.patch_size`): [1, L] per channel,
+            [L] across channels.
+        masks: mask sampler by `class_path` (`fmtrain.masks.RandomPatch`,
+            `fmtrain.masks.SpanMask`, `fmtrain.masks.MultiBlock` for V-JEPA) or `none`.
+        batch_size: per-device batch size.
+        val_batch_size: validation batch size (defaults to `batch_size`).
+        num_workers: loader worker processes.
+        split_fractions: participant fractions per split, used when preparing.
+        train_split: split to train on.
+        val_split: split to validate on.
+        seed: seed of the split, sample order and masks.
+        prepare_workers: processes that prepare recordings.
+        max_skip_fraction: fail when more than this fraction of recordings is refused.
+    """
+
+    def __init__(
+        self,
+        *,
+        source: str | None = None,
+        prepared: str | None = None,
+        storage_options: dict | None = None,
+        channels: list[str] = ["ECG_II", "PPG"],  # noqa: B006 (jsonargparse copies it)
+        rate: float = 125.0,
+        window: int = 1024,
+        hop: int | None = None,
+        bands: dict[str, tuple[float, float] | None] | None = None,
+        tokens: Literal["per_channel", "across_channels"] = "per_channel",
+        patch_size: tuple[int, ...] = (1, 64),
+        masks: MaskSampler | Literal["none"] | None = None,
+        batch_size: int = 64,
+        val_batch_size: int | None = None,
+        num_workers: int = 2,
+        split_fractions: dict[str, float] | None = None,
+        train_split: str = "train",
+        val_split: str = "val",
+        seed: int = 0,
+        prepare_workers: int = 2,
+        max_skip_fraction: float = 0.05,
+    ) -> None:
+        if source is None and prepared is None:
+            raise ValueError(
+                "data.init_args.source or data.init_args.prepared must be set: a manifest or "
+                "folder of recordings to prepare, or a prepared signal dataset"
+            )
+        if not channels:
+            raise ValueError("data.init_args.channels is empty: name at least one channel")
+        self.tokens = tokens
+        patch = tuple(int(p) for p in patch_size)
+        input_size = (len(channels), window) if tokens == "per_channel" else (window,)
+        if tokens == "per_channel" and (len(patch) != 2 or patch[0] != 1):
+            raise ValueError(
+                f"data.init_args.tokens=per_channel cuts every channel into its own patches: "
+                f"model.init_args.patch_size must be [1, L] (e.g. [1, 64]), got {list(patch)}. "
+                "Or set data.init_args.tokens=across_channels with patch_size [L]."
+            )
+        if tokens == "across_channels" and len(patch) != 1:
+            raise ValueError(
+                f"data.init_args.tokens=across_channels makes a 1D token grid: "
+                f"model.init_args.patch_size must be [L] (e.g. [64]), got {list(patch)}"
+            )
+        grid = TokenGrid.from_sizes(
+            input_size,
+            patch,
+            input_key="data.init_args.window" if tokens == "across_channels" else
+            "[len(data.init_args.channels), data.init_args.window]",
+            patch_key="model.init_args.patch_size",
+        )  # fmt: skip
+        super().__init__(
+            grid=grid,
+            masks=masks,
+            batch_size=batch_size,
+            val_batch_size=val_batch_size,
+            num_workers=num_workers,
+            train_split=train_split,
+            val_split=val_split,
+            seed=seed,
+        )
+        self.source = source
+        self.storage_options = storage_options
+        self.window_config = WindowConfig(
+            channels=tuple(channels),
+            rate=float(rate),
+            window=int(window),
+            hop=int(hop) if hop else max(int(window) // 2, 1),
+            **({"bands": _merged_bands(bands)} if bands else {}),
+        )
+        self.split_fractions = dict(split_fractions or DEFAULT_FRACTIONS)
+        self.prepare_workers = prepare_workers
+        self.max_skip_fraction = max_skip_fraction
+        self.prepared = prepared or self._default_prepared_location()
+        self.prepare_data_per_node = not is_remote(self.prepared)
+
+    def _default_prepared_location(self) -> str:
+        assert self.source is not None
+        settings = {
+            "source": self.source,
+            "windows": repr(self.window_config),
+            "split_fractions": self.split_fractions,
+            "seed": self.seed,
+        }
+        digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+        if is_remote(self.source):
+            home = os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache"))
+            return os.path.join(home, "fmtrain", "prepared-signals", digest)
+        folder = os.path.dirname(os.path.abspath(self.source)) or "."
+        return os.path.join(folder, ".fmtrain_prepared", f"signals-{digest}")
+
+    # --- what the base asks of a data wing -------------------------------------------------
+    def prepare_data(self) -> None:
+        """Prepare the recordings once; later runs (and resumes) reuse the windows."""
+        summary = join(self.prepared, "summary.json")
+        options = self.storage_options
+        if exists(summary, options) and json.loads(read_bytes(summary, options)).get("complete"):
+            return
+        if self.source is None:
+            raise FileNotFoundError(
+                f"data.init_args.prepared={self.prepared}: no complete prepared signal dataset "
+                "there, and no data.init_args.source to prepare one from"
+            )
+        log.info("preparing %s into %s", self.source, self.prepared)
+        try:
+            prepare_signals(
+                self.source,
+                self.prepared,
+                self.window_config,
+                split_fractions=self.split_fractions,
+                seed=self.seed,
+                workers=self.prepare_workers,
+                max_skip_fraction=self.max_skip_fraction,
+                storage_options=options,
+            )
+        except RuntimeError as err:
+            raise RuntimeError(f"{err}{self._hint(summary)}") from err
+
+    def _hint(self, summary_url: str) -> str:
+        """The recipe key behind the commonest refusal, when it is a recipe setting."""
+        summary = json.loads(read_bytes(summary_url, self.storage_options))
+        reasons = summary["counts"]["skipped_by_reason"]
+        c = self.window_config
+        if reasons.get("too_short"):
+            return (
+                f". data.init_args.window={c.window} samples ({c.window / c.rate:g} s at "
+                f"data.init_args.rate={c.rate:g} Hz) is longer than {reasons['too_short']} "
+                "recording(s): use a shorter window"
+            )
+        if reasons.get("missing_channel"):
+            return (
+                f". data.init_args.channels={list(c.channels)}: {reasons['missing_channel']} "
+                "recording(s) lack one of them (the skipped details list what they have)"
+            )
+        return ""
+
+    def open_prepared(self) -> PreparedSignals:
+        dataset = PreparedSignals(self.prepared, self.storage_options)
+        made = dataset.params.get("windows", {})
+        wanted = {"channels": list(self.window_config.channels), "rate": self.window_config.rate,
+                  "window": self.window_config.window}  # fmt: skip
+        found = {k: made.get(k) for k in wanted}
+        if found != wanted:
+            raise ValueError(
+                f"the prepared signals at {self.prepared} were made with {found}, the recipe "
+                f"wants data.init_args {wanted}; prepare again or point data.init_args.prepared "
+                "at a matching dataset"
+            )
+        return dataset
+
+    def input_transform(self):  # type: ignore[no-untyped-def]
+        return _one_row_per_input if self.tokens == "per_channel" else None
+
+    @property
+    def channels(self) -> int:
+        """Input channels of the model: 1 per channel-row grid, else the signal channels."""
+        return 1 if self.tokens == "per_channel" else len(self.window_config.channels)
+
+    def describe(self) -> dict:
+        return super().describe() | {
+            "channels": list(self.window_config.channels),
+            "rate": self.window_config.rate,
+            "window": self.window_config.window,
+            "tokens": self.tokens,
+        }
+
+
+def _merged_bands(bands: dict) -> dict:
+    defaults = dict(WindowConfig.__dataclass_fields__["bands"].default_factory())
+    return defaults | {k: (tuple(v) if v is not None else None) for k, v in bands.items()}
