@@ -195,7 +195,8 @@ class FmtrainCLI(LightningCLI):
         def read(datamodule: Any) -> Any:
             value = getattr(datamodule, link.attribute) if link.attribute else datamodule
             given = self._given.get(link.target, value)
-            if _plain(given) != _plain(value):  # refused after instantiation, with a message of our own
+            # refused after instantiation, with a message of our own
+            if _plain(given) != _plain(value):
                 self._disagreements.append(
                     f"{link.target}={given!r}, but the datamodule's {link.attribute!r} is "
                     f"{value!r}: this key is filled from the data when the recipe is read; "

@@ -5,10 +5,10 @@ from collections import Counter, defaultdict
 
 import pytest
 
+from fmtrain.data.splits import assign_splits
 from fmtrain.data.volumes.catalog import CatalogItem, read_catalog
 from fmtrain.data.volumes.errors import VolumeReadError
 from fmtrain.data.volumes.manifest import MANIFEST_COLUMNS
-from fmtrain.data.splits import assign_splits
 
 
 def _manifest_line(participant: str, device: str, path: str, spacing: str = "0.004,0.011"):
