@@ -1,5 +1,6 @@
-"""Shared fixtures: a small synthetic OCT dataset written as real DICOM, and a real
-S3-compatible server (moto in server mode) on loopback, once per session."""
+"""Shared fixtures: small synthetic OCT (real DICOM) and ECG + PPG (real WFDB and .vital)
+datasets, and a real S3-compatible server (moto in server mode) on loopback, once per
+session."""
 
 import logging
 from pathlib import Path
@@ -10,6 +11,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 TINY_RECIPE = REPO / "tests" / "recipes" / "oct_vjepa_tiny.yaml"
 TINY_MAE_RECIPE = REPO / "tests" / "recipes" / "oct_mae_tiny.yaml"
+TINY_SIGNALS_RECIPE = REPO / "tests" / "recipes" / "signals_msm_tiny.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -18,6 +20,16 @@ def oct_dataset(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("oct")
     generate_oct_dataset(root, num_participants=12, scale=0.1, seed=0, workers=1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def signal_dataset(tmp_path_factory) -> Path:
+    """12 participants x 20 s of synthetic ECG + PPG: manifest.tsv, labels.tsv, recordings."""
+    from fmtrain.data.synthetic.signals import generate_signal_dataset
+
+    root = tmp_path_factory.mktemp("signals")
+    generate_signal_dataset(root, num_participants=12, duration_s=20, seed=0, progress=False)
     return root
 
 

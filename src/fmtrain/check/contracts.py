@@ -1,13 +1,11 @@
-"""Classes 6–8: contracts between built components, checked from what was actually built.
+"""Class 6: an encoder returns tokens [B, N, D] (pooling is a separate head), and whatever
+consumes them (predictor, decoder, head) is built for the width the encoder produces,
+checked from the stage shapes of the real step `check` runs.
 
-- 6: an encoder returns tokens [B, N, D] (pooling is a separate head); whatever consumes
-  them (predictor, decoder, head) is built for the width the encoder produces.
-- 7: a pretrained component's real configuration (read from its checkpoint) matches the
-  recipe (patch length, context length, channels, ...).
-- 8: a spectral loss's FFT fits the signal it is applied to.
-
-V-JEPA exercises 6 through the stage shapes `check` records; 7 and 8 apply to the signal
-methods and are called by them when they land.
+Classes 7 and 8 are refused where the values meet, so `check` reports them when it builds
+the recipe: a pretrained time-series encoder whose patch or context length or channels
+differ from the recipe (`fmtrain.nn.timeseries`), and an STFT loss whose FFT does not fit
+the window (`fmtrain.losses.spectral.validate_stft_lengths`, called by the signal method).
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ from typing import Any
 
 from fmtrain.check.problems import CheckReport
 
-__all__ = ["check_pretrained_config", "check_stft_sizes", "check_token_contract"]
+__all__ = ["check_token_contract"]
 
 
 def check_token_contract(
@@ -59,44 +57,4 @@ def check_token_contract(
                 f"{name} produces width {shape[-1]}, {what} {want} wide",
                 "build it from the encoder's embed_dim (read off the built encoder)",
                 "contract",
-            )
-
-
-def check_pretrained_config(
-    report: CheckReport,
-    component: str,
-    real: Mapping[str, Any],
-    recipe: Mapping[str, Any],
-    keys: Mapping[str, str],
-) -> None:
-    """Class 7: `real` is the configuration stored with a pretrained component, `recipe`
-    the values the recipe gives; `keys` maps each compared name to its recipe key."""
-    for name, key in keys.items():
-        if name in real and name in recipe and real[name] != recipe[name]:
-            report.add(
-                "error",
-                key,
-                f"the pretrained {component} was built with {name}={real[name]!r}, the recipe "
-                f"says {recipe[name]!r}",
-                f"set {key}: {real[name]!r} (the rest is built from the component)",
-                "pretrained",
-            )
-
-
-def check_stft_sizes(
-    report: CheckReport, key: str, n_ffts: Sequence[int], length: int, center: bool = True
-) -> None:
-    """Class 8: with ``center=True`` torch.stft pads by n_fft // 2 with reflection, which
-    needs n_fft // 2 < length; without centring a frame needs n_fft <= length."""
-    for n_fft in n_ffts:
-        fits = (n_fft // 2 < length) if center else (n_fft <= length)
-        if not fits:
-            limit = 2 * length - 1 if center else length
-            report.add(
-                "error",
-                key,
-                f"n_fft={n_fft} does not fit a signal of {length} samples "
-                f"({'center=True needs n_fft // 2 < length' if center else 'n_fft > length'})",
-                f"use FFT sizes of at most {limit}, or longer signal windows",
-                "spectral",
             )

@@ -211,7 +211,7 @@ def _step(report: CheckReport, module, batch, per_device: int, precision: str) -
         )
         report.add(
             "error",
-            "model.init_args.compile" if compiled else "model.init_args",
+            "model.init_args.compile" if compiled else _key_in(str(err), "model.init_args"),
             f"forward/backward failed: {type(err).__name__}: {str(err).splitlines()[0]}",
             "set model.init_args.compile=false (or compile_backend=aot_eager to tell graph "
             "capture from code generation)"

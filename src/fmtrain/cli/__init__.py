@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from fmtrain.cli.messages import show_progress_messages
-from fmtrain.recipe import FmtrainCLI, build_recipe
+
+if TYPE_CHECKING:
+    from fmtrain.recipe import FmtrainCLI
 
 __all__ = ["FmtrainCLI", "main", "run_cli"]
 
@@ -35,8 +38,20 @@ _TOOLS = {
 }
 
 
+def __getattr__(name: str) -> Any:
+    # Lightning is imported when a recipe is built, not when `fmtrain` starts: the processes
+    # that `prepare` spawns import the main module again, and need none of it
+    if name == "FmtrainCLI":
+        from fmtrain.recipe import FmtrainCLI
+
+        return FmtrainCLI
+    raise AttributeError(f"module 'fmtrain.cli' has no attribute {name!r}")
+
+
 def run_cli(args: Sequence[str] | None = None, *, run: bool = True) -> FmtrainCLI:
     """Build (and by default run) the training CLI on `args` (see `build_recipe`)."""
+    from fmtrain.recipe import build_recipe
+
     return build_recipe(args, run=run, parser_kwargs={"description": __doc__})
 
 

@@ -22,13 +22,25 @@ def write_or_match_json(url: str, value: Any, storage_options: dict | None, what
     if exists(url, storage_options):
         found = json.loads(read_bytes(url, storage_options))
         if found != value:
-            changed = sorted(k for k in set(found) | set(value) if found.get(k) != value.get(k))
+            changed = _differences(found, value)
             raise ValueError(
-                f"{url} was written by a preparation with different {what} (differs in "
-                f"{changed[:5]}); use another --out, or delete it to start over"
+                f"{url} was written by a preparation with different {what} ("
+                + "; ".join(f"{k}: {a!r} then, {b!r} now" for k, a, b in changed[:5])
+                + "); use another --out, or delete it to start over"
             )
         return
     write_bytes(url, json.dumps(value, indent=1).encode(), storage_options)
+
+
+def _differences(found: Any, value: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, old, new) for every leaf that differs between two JSON records."""
+    if isinstance(found, dict) and isinstance(value, dict):
+        return [
+            d
+            for k in sorted(set(found) | set(value), key=str)
+            for d in _differences(found.get(k), value.get(k), f"{prefix}{k}.")
+        ]
+    return [] if found == value else [(prefix.rstrip(".") or "value", found, value)]
 
 
 def finished_records(out: str, storage_options: dict | None) -> dict[tuple[str, int], dict]:

@@ -13,6 +13,7 @@ Two ways to cut a window of C channels x T samples into tokens (`tokens`):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -189,37 +190,60 @@ class SignalDataModule(PreparedDataModule):
                 storage_options=options,
             )
         except RuntimeError as err:
-            raise RuntimeError(f"{err}{self._hint(summary)}") from err
+            hint = self._hint(summary)
+            raise RuntimeError(f"{hint}. {err}" if hint else str(err)) from err
 
     def _hint(self, summary_url: str) -> str:
-        """The recipe key behind the commonest refusal, when it is a recipe setting."""
+        """The recipe key behind the commonest refusal, when it is a recipe setting (first,
+        so that `check` files the problem under that key)."""
         summary = json.loads(read_bytes(summary_url, self.storage_options))
         reasons = summary["counts"]["skipped_by_reason"]
         c = self.window_config
         if reasons.get("too_short"):
+            lengths = [
+                s["seconds"]
+                for s in summary["skipped"]
+                if s["reason"] == "too_short" and s.get("seconds")
+            ]
+            longest = max(lengths, default=None)
+            lasting = f" (the longest of them lasts {longest:g} s)" if longest else ""
             return (
-                f". data.init_args.window={c.window} samples ({c.window / c.rate:g} s at "
+                f"data.init_args.window={c.window} samples ({c.window / c.rate:g} s at "
                 f"data.init_args.rate={c.rate:g} Hz) is longer than {reasons['too_short']} "
-                "recording(s): use a shorter window"
+                f"recording(s){lasting}: use a shorter window"
             )
         if reasons.get("missing_channel"):
             return (
-                f". data.init_args.channels={list(c.channels)}: {reasons['missing_channel']} "
+                f"data.init_args.channels={list(c.channels)}: {reasons['missing_channel']} "
                 "recording(s) lack one of them (the skipped details list what they have)"
             )
         return ""
 
     def open_prepared(self) -> PreparedSignals:
         dataset = PreparedSignals(self.prepared, self.storage_options)
-        made = dataset.params.get("windows", {})
-        wanted = {"channels": list(self.window_config.channels), "rate": self.window_config.rate,
-                  "window": self.window_config.window}  # fmt: skip
-        found = {k: made.get(k) for k in wanted}
-        if found != wanted:
+        wanted = {
+            **{
+                f"windows.{k}": v for k, v in _plain(dataclasses.asdict(self.window_config)).items()
+            },
+            "split_fractions": self.split_fractions,
+            "seed": self.seed,
+        }
+        made = {
+            **{f"windows.{k}": v for k, v in dataset.params.get("windows", {}).items()},
+            "split_fractions": dataset.params.get("split_fractions"),
+            "seed": dataset.params.get("seed"),
+        }
+        differ = [k for k in wanted if made.get(k) != wanted[k]]
+        if differ:
+            shown = "; ".join(
+                f"data.init_args.{k.removeprefix('windows.')}: recipe {wanted[k]!r}, prepared "
+                f"{made.get(k)!r}"
+                for k in differ
+            )
             raise ValueError(
-                f"the prepared signals at {self.prepared} were made with {found}, the recipe "
-                f"wants data.init_args {wanted}; prepare again or point data.init_args.prepared "
-                "at a matching dataset"
+                f"the prepared signals at {self.prepared} were made with other settings ({shown}); "
+                "prepare again (a new data.init_args.prepared, or leave it unset) or point "
+                "data.init_args.prepared at a matching dataset"
             )
         return dataset
 
@@ -238,6 +262,15 @@ class SignalDataModule(PreparedDataModule):
             "window": self.window_config.window,
             "tokens": self.tokens,
         }
+
+
+def _plain(value):  # type: ignore[no-untyped-def]
+    """Tuples as lists, as the JSON record of a preparation holds them."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _merged_bands(bands: dict) -> dict:

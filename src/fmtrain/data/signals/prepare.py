@@ -48,7 +48,7 @@ class _Task:
     split: str
     index: int
     item: CatalogItem
-    config: WindowConfig
+    windows: WindowConfig
     storage_options: dict | None
     cache_dir: str | None
 
@@ -80,7 +80,7 @@ def _declared(item: CatalogItem) -> dict[str, Any]:
 def _process(task: _Task) -> dict:
     """Read, window and store one recording; return (and persist) its record."""
     from fmtrain.data.signals.readers import read_recording
-    from fmtrain.data.signals.windows import windows
+    from fmtrain.data.signals.windows import windows as cut_windows
 
     item = task.item
     record: dict[str, Any] = {
@@ -91,6 +91,7 @@ def _process(task: _Task) -> dict:
         "device": item.device,
         "attributes": item.attributes,
     }
+    recording = None
     try:
         try:
             declared = _declared(item)
@@ -98,7 +99,7 @@ def _process(task: _Task) -> dict:
             raise SignalReadError("bad_manifest_row", item.key, f"sampling_rate: {err}") from err
         path = _local_file(item.paths[0], task.storage_options, task.cache_dir)
         recording = read_recording(path, **declared)
-        kept, rejected = windows(recording, task.config)
+        kept, rejected = cut_windows(recording, task.windows)
         group = open_windows_group(task.out, task.storage_options, "a")
         array = group.create_array(
             array_name(task.split, task.index),
@@ -118,6 +119,8 @@ def _process(task: _Task) -> dict:
         )
     except SignalReadError as err:
         record.update(status="skipped", reason=err.reason, detail=str(err))
+        if recording is not None:  # read, then refused: its length explains "too_short"
+            record["seconds"] = round(recording.seconds, 3)
     except Exception as err:  # a bug or an unforeseen file: counted and reported, not fatal
         log.exception("unexpected error on %s", item.key)
         record.update(
@@ -135,7 +138,12 @@ def _process(task: _Task) -> dict:
 def _summary(records: list[dict], catalog_skipped: list[dict], items, assignment) -> dict:
     ok = [r for r in records if r["status"] == "ok"]
     skipped = [
-        {"path": r["key"], "reason": r["reason"], "detail": r["detail"]}
+        {
+            "path": r["key"],
+            "reason": r["reason"],
+            "detail": r["detail"],
+            "seconds": r.get("seconds"),
+        }
         for r in records
         if r["status"] == "skipped"
     ] + catalog_skipped
@@ -163,7 +171,7 @@ def _summary(records: list[dict], catalog_skipped: list[dict], items, assignment
 def prepare_signals(
     source: str,
     out: str,
-    config: WindowConfig,
+    windows: WindowConfig,
     *,
     split_fractions: dict[str, float] | None = None,
     seed: int = 0,
@@ -178,7 +186,8 @@ def prepare_signals(
     Args:
         source: signal manifest / file list (TSV/CSV with ``filepath``) or folder.
         out: where the prepared dataset goes.
-        config: channels, rate, window, hop, filters and quality thresholds.
+        windows: channels, rate, window, hop, filters and quality thresholds (a parameter
+            named `config` would clash with the command line's `--config` file option).
         split_fractions: participant fractions per split (default 0.8/0.1/0.1).
         seed: seed of the split.
         workers: parallel processes (1: in this process).
@@ -198,7 +207,7 @@ def prepare_signals(
         "format_version": FORMAT_VERSION,
         "kind": "signals",
         "source": source,
-        "windows": {k: _jsonable(v) for k, v in dataclasses.asdict(config).items()},
+        "windows": {k: _jsonable(v) for k, v in dataclasses.asdict(windows).items()},
         "dtype": "float16",
         "split_fractions": fractions,
         "seed": seed,
@@ -211,7 +220,7 @@ def prepare_signals(
         per_split[assignment[item.participant_id]].append(item)
     done = finished_records(out, storage_options)
     tasks = [
-        _Task(out, split, i, item, config, storage_options, cache_dir)
+        _Task(out, split, i, item, windows, storage_options, cache_dir)
         for split, members in per_split.items()
         for i, item in enumerate(members)
         if (split, i) not in done

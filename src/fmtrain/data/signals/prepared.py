@@ -46,13 +46,30 @@ class PreparedSignalSplit:
     """One split's windows, flattened over recordings; `load(i)` is float32 [C, window].
 
     `samples[i]` describes window i (key, participant_id, device, attributes, recording,
-    window). Safe to pickle into loader workers: each process opens the store itself."""
+    window). A recording's windows are read in one request the first time one of them is
+    needed and kept in memory up to `cache_mb` per process: a window is a few kB, and a
+    store request per window would cost more than the training step. Safe to pickle into
+    loader workers: each process opens the store itself.
+
+    Args:
+        url: the prepared dataset.
+        split: split name.
+        recordings: the split's records from ``samples.json``.
+        storage_options: fsspec options.
+        cache_mb: memory for whole recordings' windows, per process (0: read each window).
+    """
 
     def __init__(
-        self, url: str, split: str, recordings: list[dict], storage_options: dict | None = None
+        self,
+        url: str,
+        split: str,
+        recordings: list[dict],
+        storage_options: dict | None = None,
+        cache_mb: float = 1024.0,
     ) -> None:
         self.url, self.split, self.storage_options = url, split, storage_options
         self.recordings = recordings
+        self.cache_bytes = int(cache_mb * 2**20)
         self.samples = [
             {**{k: r[k] for k in ("key", "participant_id", "device", "attributes")},
              "recording": r["index"], "window": w}
@@ -61,12 +78,14 @@ class PreparedSignalSplit:
         ]  # fmt: skip
         self._group = None
         self._arrays: dict[int, Any] = {}
+        self._cached: dict[int, np.ndarray] = {}
+        self._cached_bytes = 0
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_group": None, "_arrays": {}}
+        return {**self.__dict__, "_group": None, "_arrays": {}, "_cached": {}, "_cached_bytes": 0}
 
     def _array(self, recording: int):
         if recording not in self._arrays:
@@ -77,7 +96,18 @@ class PreparedSignalSplit:
 
     def load(self, index: int) -> torch.Tensor:
         sample = self.samples[index]
-        window = self._array(sample["recording"])[sample["window"]]
+        recording = sample["recording"]
+        if recording in self._cached:
+            window = self._cached[recording][sample["window"]]
+        else:
+            array = self._array(recording)
+            size = int(np.prod(array.shape)) * array.dtype.itemsize
+            if self._cached_bytes + size <= self.cache_bytes:
+                self._cached[recording] = np.asarray(array[:])
+                self._cached_bytes += size
+                window = self._cached[recording][sample["window"]]
+            else:
+                window = array[sample["window"]]
         return torch.from_numpy(np.asarray(window, dtype=np.float32))
 
 
