@@ -149,6 +149,8 @@ def run_demo(
     ]
     if max_steps is not None:
         args.append(f"--trainer.max_steps={max_steps}")
+        if max_steps < 100:  # a quick look still gets a loss curve and a validation point
+            args += ["--trainer.log_every_n_steps=1", f"--trainer.val_check_interval={max_steps}"]
     cli = build_recipe(args)
     train_seconds = time.perf_counter() - start
 

@@ -13,7 +13,13 @@ from tqdm.auto import tqdm
 
 from fmtrain.core.storage import exists, filesystem, join, read_bytes, write_bytes
 
-__all__ = ["finished_records", "progress_url", "run_tasks", "write_or_match_json"]
+__all__ = [
+    "finished_records",
+    "is_complete",
+    "progress_url",
+    "run_tasks",
+    "write_or_match_json",
+]
 
 
 def write_or_match_json(url: str, value: Any, storage_options: dict | None, what: str) -> None:
@@ -30,6 +36,15 @@ def write_or_match_json(url: str, value: Any, storage_options: dict | None, what
             )
         return
     write_bytes(url, json.dumps(value, indent=1).encode(), storage_options)
+
+
+def is_complete(out: str, storage_options: dict | None = None) -> bool:
+    """Whether `out` holds a finished preparation (its ``summary.json`` says complete; an
+    interrupted or failed one is prepared again, resuming)."""
+    summary = join(out, "summary.json")
+    if not exists(summary, storage_options):
+        return False
+    return bool(json.loads(read_bytes(summary, storage_options)).get("complete"))
 
 
 def _differences(found: Any, value: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:

@@ -23,7 +23,8 @@ from typing import Literal
 import torch
 
 from fmtrain.core.grid import TokenGrid
-from fmtrain.core.storage import exists, is_remote, join, read_bytes
+from fmtrain.core.storage import is_remote, join, read_bytes
+from fmtrain.data.preparation import is_complete
 from fmtrain.data.signals.prepare import prepare_signals
 from fmtrain.data.signals.prepared import PreparedSignals
 from fmtrain.data.signals.windows import WindowConfig
@@ -168,9 +169,7 @@ class SignalDataModule(PreparedDataModule):
     # --- what the base asks of a data wing -------------------------------------------------
     def prepare_data(self) -> None:
         """Prepare the recordings once; later runs (and resumes) reuse the windows."""
-        summary = join(self.prepared, "summary.json")
-        options = self.storage_options
-        if exists(summary, options) and json.loads(read_bytes(summary, options)).get("complete"):
+        if is_complete(self.prepared, self.storage_options):
             return
         if self.source is None:
             raise FileNotFoundError(
@@ -187,10 +186,10 @@ class SignalDataModule(PreparedDataModule):
                 seed=self.seed,
                 workers=self.prepare_workers,
                 max_skip_fraction=self.max_skip_fraction,
-                storage_options=options,
+                storage_options=self.storage_options,
             )
         except RuntimeError as err:
-            hint = self._hint(summary)
+            hint = self._hint(join(self.prepared, "summary.json"))
             raise RuntimeError(f"{hint}. {err}" if hint else str(err)) from err
 
     def _hint(self, summary_url: str) -> str:

@@ -10,7 +10,8 @@ from functools import partial
 from typing import Literal
 
 from fmtrain.core.grid import TokenGrid
-from fmtrain.core.storage import exists, is_remote, join, read_bytes
+from fmtrain.core.storage import is_remote
+from fmtrain.data.preparation import is_complete
 from fmtrain.data.splits import DEFAULT_FRACTIONS
 from fmtrain.data.volumes.augment import AugmentConfig, augment
 from fmtrain.data.volumes.prepare import prepare_dataset, prepare_params_match
@@ -136,10 +137,8 @@ class VolumeDataModule(PreparedDataModule):
     # --- Lightning hooks ------------------------------------------------------------------
     def prepare_data(self) -> None:
         """Prepare the raw source once; later runs (and resumes) reuse the result."""
-        summary = join(self.prepared, "summary.json")
-        options = self.storage_options
-        if exists(summary, options) and json.loads(read_bytes(summary, options)).get("complete"):
-            return  # an incomplete one (interrupted, or too many skips) is prepared again
+        if is_complete(self.prepared, self.storage_options):
+            return
         if self.source is None:
             raise FileNotFoundError(
                 f"data.prepared={self.prepared}: no complete prepared dataset there, and no "

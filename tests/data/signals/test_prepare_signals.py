@@ -299,3 +299,16 @@ def test_a_window_longer_than_every_recording_names_the_recipe_keys(signal_datas
     assert f"the longest of them lasts {longest:g} s" in message
     assert "too_short" in message  # the preparation's own reasons follow
     assert json.loads((tmp_path / "prepared" / "summary.json").read_text())["complete"] is False
+
+
+def test_the_prepare_signals_command(signal_dataset, tmp_path, capsys):
+    from fmtrain.cli import main
+
+    out = tmp_path / "cli"
+    main(["prepare-signals", str(signal_dataset / "manifest.tsv"), str(out),
+          "--windows.channels=[ECG_II, PPG]", "--windows.rate=125", "--windows.window=512",
+          "--windows.hop=512", "--workers=1", "--progress=false"])  # fmt: skip
+    printed = capsys.readouterr().out
+    dataset = PreparedSignals(str(out))
+    assert f"prepared {dataset.summary['counts']['windows_written']} windows" in printed
+    assert dataset.params["windows"]["hop"] == 512

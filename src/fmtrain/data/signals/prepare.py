@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from fmtrain.core.storage import exists, is_remote, join, local_path, read_bytes, write_bytes
+from fmtrain.core.storage import is_remote, join, local_path, write_bytes
 from fmtrain.data.items import CatalogItem
 from fmtrain.data.preparation import (
     finished_records,
@@ -37,7 +37,7 @@ from fmtrain.data.splits import DEFAULT_FRACTIONS, assign_splits, split_counts
 
 log = logging.getLogger("fmtrain.data")
 
-__all__ = ["is_prepared", "prepare_signals"]
+__all__ = ["prepare_signals"]
 
 FORMAT_VERSION = 1
 
@@ -290,11 +290,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return value
-
-
-def is_prepared(out: str, storage_options: dict | None = None) -> bool:
-    """Whether `out` holds a complete prepared signal dataset."""
-    summary = join(out, "summary.json")
-    return exists(summary, storage_options) and bool(
-        json.loads(read_bytes(summary, storage_options)).get("complete")
-    )
