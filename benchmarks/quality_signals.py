@@ -1,7 +1,7 @@
 """Does masked signal modeling beat random init on ECG + PPG? A measurement, not a test.
 
-    python benchmarks/quality_signals.py                        # CPU, about an hour
-    python benchmarks/quality_signals.py --max_steps 4000 --model.init_args.optimizer.lr=1e-3
+    python benchmarks/quality_signals.py --max_steps 6000      # CPU, about 40 minutes
+    python benchmarks/quality_signals.py --participants 300 --max_steps 3000 --probes linear knn
 
 Generates synthetic ECG + PPG recordings (WFDB and .vital, labels: heart rate, rhythm,
 noise; two devices), pretrains recipes/signals_msm_demo.yaml (or --recipe) on them, then
