@@ -6,11 +6,13 @@ subclasses `MaskSampler` and may reuse `equalised_indices` for equal lengths.
 
 from fmtrain.masks.base import MaskPair, MaskSampler
 from fmtrain.masks.equal_length import equalised_indices
+from fmtrain.masks.hierarchical import HierarchicalMask
 from fmtrain.masks.multiblock import MultiBlock, MultiBlockMaskSampler, MultiBlockSpec
 from fmtrain.masks.random_patch import RandomPatch
 from fmtrain.masks.span import SpanMask
 
 __all__ = [
+    "HierarchicalMask",
     "MaskPair",
     "MaskSampler",
     "MultiBlock",
