@@ -2,7 +2,8 @@
 
 3D grids show the middle slice along the first axis (a B-scan for OCT) and the en-face
 view (mean over the second axis) with the mask of the middle token row; 2D grids show the
-image; 1D grids show the trace with coloured spans.
+image, or, when each patch is one row high (a signal cut per channel), one trace per
+channel; 1D grids show the trace; traces have their tokens' spans coloured.
 """
 
 from __future__ import annotations
@@ -38,6 +39,22 @@ def _overlay(ax, image: np.ndarray, tokens: np.ndarray, title: str) -> None:
     ax.set_yticks([])
 
 
+def _traces(ax, rows: np.ndarray, tokens: np.ndarray, title: str) -> None:
+    """One trace per row (a signal's channels, stacked), its tokens' spans coloured."""
+    width = rows.shape[1] // tokens.shape[1]
+    for r, (trace, kinds) in enumerate(zip(rows, tokens, strict=True)):
+        span = float(np.ptp(trace)) or 1.0
+        base = -2.5 * r
+        ax.plot(base + (trace - trace.mean()) / span * 2, lw=0.6, color="black")
+        for t, kind in enumerate(kinds):
+            if kind:
+                color = _CONTEXT if kind == 1 else _TARGET
+                ax.fill_between([t * width, (t + 1) * width], base - 1.1, base + 1.1,
+                                color=color, alpha=0.3, lw=0)  # fmt: skip
+    ax.set_yticks([-2.5 * r for r in range(len(rows))], [f"row {r}" for r in range(len(rows))])
+    ax.set_title(title, fontsize=9)
+
+
 def save_mask_pictures(batch, grid, out_dir: str | Path, sample: int = 0) -> list[str]:
     """Write ``masks.png`` for one sample of `batch`; returns the paths written."""
     import matplotlib
@@ -49,7 +66,8 @@ def save_mask_pictures(batch, grid, out_dir: str | Path, sample: int = 0) -> lis
     families = len(batch.contexts)
     shape = tuple(grid.shape)
     cols = 2 if len(shape) == 3 else 1
-    fig, axes = plt.subplots(families, cols, figsize=(5 * cols, 3 * families), squeeze=False)
+    wide = 12 if len(shape) < 3 else 5 * cols  # signals are long and flat
+    fig, axes = plt.subplots(families, cols, figsize=(wide, 3 * families), squeeze=False)
     for f, (ctx, tgt) in enumerate(zip(batch.contexts, batch.targets, strict=True)):
         tokens = _token_mask(shape, ctx[sample], tgt[sample])
         ratio = f"context {ctx.shape[1]}, target {tgt.shape[1]} of {tokens.size} tokens"
@@ -60,17 +78,12 @@ def save_mask_pictures(batch, grid, out_dir: str | Path, sample: int = 0) -> lis
                      f"family {f}: slice {mid} of axis 0 — {ratio}")  # fmt: skip
             _overlay(axes[f, 1], volume.mean(axis=1), tokens[:, shape[1] // 2],
                      f"family {f}: en face (mean over axis 1), middle token row")  # fmt: skip
+        elif len(shape) == 2 and grid.patch_size[0] == 1:  # channel rows of a signal
+            _traces(axes[f, 0], volume, tokens, f"family {f}: {ratio}")
         elif len(shape) == 2:
             _overlay(axes[f, 0], volume, tokens, f"family {f}: {ratio}")
         else:
-            ax = axes[f, 0]
-            ax.plot(volume, lw=0.6, color="black")
-            width = volume.shape[0] // shape[0]
-            for t, kind in enumerate(tokens):
-                if kind:
-                    color = _CONTEXT if kind == 1 else _TARGET
-                    ax.axvspan(t * width, (t + 1) * width, color=color, alpha=0.3, lw=0)
-            ax.set_title(f"family {f}: {ratio}", fontsize=9)
+            _traces(axes[f, 0], volume[None], tokens[None], f"family {f}: {ratio}")
     fig.suptitle(
         "masks over a real input: green = context, red = target, unmarked = neither "
         "(cut so that every sample of the batch has one length)",
