@@ -80,37 +80,42 @@ def _worker_init() -> None:
 
 
 def run_tasks(
-    process: Callable[[Any], dict],
+    process: Callable[[Any], Any],
     tasks: Sequence[Any],
     workers: int,
     *,
     progress: bool = True,
     desc: str = "preparing",
     unit: str = "item",
-) -> list[dict]:
-    """`process(task)` for every task, in `workers` processes (1: here), with a progress bar.
+    limit_torch_threads: bool = True,
+) -> list[Any]:
+    """`process(task)` for every task, in `workers` processes (1: here), with a progress bar;
+    the results come back in the order of `tasks`.
 
     `process` must be a module-level function (it is pickled into spawned workers).
+    `limit_torch_threads` gives each worker one torch thread (the processes are the
+    parallelism); work that never touches torch skips the import it costs.
     """
     bar = tqdm(total=len(tasks), desc=desc, unit=unit, disable=not progress)
-    records = []
     if workers <= 1 or len(tasks) <= 1:
+        results = []
         for task in tasks:
-            records.append(process(task))
+            results.append(process(task))
             bar.update()
         bar.close()
-        return records
+        return results
     # spawn, not fork: a forked child of a process that already ran OpenMP code can hang.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
+    init = _worker_init if limit_torch_threads else None
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=init) as pool:
         futures = [pool.submit(process, t) for t in tasks]
         try:
             for future in as_completed(futures):
-                records.append(future.result())
+                future.result()  # raises here, as soon as any task fails
                 bar.update()
         except BaseException:
             pool.shutdown(cancel_futures=True)
             raise
         finally:
             bar.close()
-    return records
+    return [future.result() for future in futures]

@@ -9,7 +9,10 @@ demo use the public seams: `evaluation_split(name)`, `default_labels()`, `input_
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -20,6 +23,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from fmtrain.core.grid import TokenGrid
+from fmtrain.core.storage import is_remote
+from fmtrain.data.preparation import is_complete
 from fmtrain.datamodules.batch import MaskCollator, MaskedBatch
 from fmtrain.datamodules.stream import PretrainStream
 from fmtrain.masks import MaskSampler, MultiBlock
@@ -135,6 +140,12 @@ class PreparedDataModule(pl.LightningDataModule):
 
     # --- what a data wing provides ---------------------------------------------------------
     source: str | None = None
+    prepared: str = ""
+    storage_options: dict | None = None
+
+    def prepare_from_source(self) -> None:
+        """Prepare `source` into `prepared` (called when no complete preparation is there)."""
+        raise NotImplementedError
 
     def open_prepared(self) -> Any:
         """The prepared dataset (`samples` dict of split -> records, `split(name)`)."""
@@ -180,7 +191,33 @@ class PreparedDataModule(pl.LightningDataModule):
     def describe(self) -> dict:
         return {"grid": list(self.grid.shape), "masks": repr(self.sampler)}
 
+    def default_prepared_location(self, settings: dict, kind: str = "") -> str:
+        """Where a preparation of `source` with `settings` goes when the recipe names none:
+        beside a local source, in the user's cache for a URL; keyed by the settings, so a
+        change of them prepares anew instead of reusing a dataset made otherwise."""
+        assert self.source is not None
+        key = json.dumps({"source": self.source, **settings}, sort_keys=True)
+        digest = hashlib.sha1(key.encode()).hexdigest()[:12]
+        if is_remote(self.source):
+            home = os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache"))
+            cache = f"prepared-{kind}" if kind else "prepared"
+            return os.path.join(home, "fmtrain", cache, digest)
+        folder = os.path.dirname(os.path.abspath(self.source)) or "."
+        return os.path.join(folder, ".fmtrain_prepared", f"{kind}-{digest}" if kind else digest)
+
     # --- Lightning hooks -------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Prepare the source once; later runs (and resumes) reuse the result."""
+        if is_complete(self.prepared, self.storage_options):
+            return  # an incomplete one (interrupted, or too many skips) is prepared again
+        if self.source is None:
+            raise FileNotFoundError(
+                f"data.init_args.prepared={self.prepared}: no complete prepared dataset there, "
+                "and no data.init_args.source to prepare one from"
+            )
+        log.info("preparing %s into %s", self.source, self.prepared)
+        self.prepare_from_source()
+
     def setup(self, stage: str | None = None) -> None:
         dataset = self.open_prepared()
         self.train_set = _Inputs(dataset.split(self.train_split), self.input_transform())

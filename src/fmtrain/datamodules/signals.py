@@ -14,17 +14,14 @@ Two ways to cut a window of C channels x T samples into tokens (`tokens`):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
-import os
 from typing import Literal
 
 import torch
 
 from fmtrain.core.grid import TokenGrid
 from fmtrain.core.storage import is_remote, join, read_bytes
-from fmtrain.data.preparation import is_complete
 from fmtrain.data.signals.prepare import prepare_signals
 from fmtrain.data.signals.prepared import PreparedSignals
 from fmtrain.data.signals.windows import WindowConfig
@@ -148,35 +145,19 @@ class SignalDataModule(PreparedDataModule):
         self.split_fractions = dict(split_fractions or DEFAULT_FRACTIONS)
         self.prepare_workers = prepare_workers
         self.max_skip_fraction = max_skip_fraction
-        self.prepared = prepared or self._default_prepared_location()
+        self.prepared = prepared or self.default_prepared_location(
+            {
+                "windows": repr(self.window_config),
+                "split_fractions": self.split_fractions,
+                "seed": self.seed,
+            },
+            kind="signals",
+        )
         self.prepare_data_per_node = not is_remote(self.prepared)
 
-    def _default_prepared_location(self) -> str:
-        assert self.source is not None
-        settings = {
-            "source": self.source,
-            "windows": repr(self.window_config),
-            "split_fractions": self.split_fractions,
-            "seed": self.seed,
-        }
-        digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-        if is_remote(self.source):
-            home = os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache"))
-            return os.path.join(home, "fmtrain", "prepared-signals", digest)
-        folder = os.path.dirname(os.path.abspath(self.source)) or "."
-        return os.path.join(folder, ".fmtrain_prepared", f"signals-{digest}")
-
     # --- what the base asks of a data wing -------------------------------------------------
-    def prepare_data(self) -> None:
-        """Prepare the recordings once; later runs (and resumes) reuse the windows."""
-        if is_complete(self.prepared, self.storage_options):
-            return
-        if self.source is None:
-            raise FileNotFoundError(
-                f"data.init_args.prepared={self.prepared}: no complete prepared signal dataset "
-                "there, and no data.init_args.source to prepare one from"
-            )
-        log.info("preparing %s into %s", self.source, self.prepared)
+    def prepare_from_source(self) -> None:
+        assert self.source is not None
         try:
             prepare_signals(
                 self.source,

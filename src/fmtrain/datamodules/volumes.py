@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 from functools import partial
 from typing import Literal
 
 from fmtrain.core.grid import TokenGrid
 from fmtrain.core.storage import is_remote
-from fmtrain.data.preparation import is_complete
 from fmtrain.data.splits import DEFAULT_FRACTIONS
 from fmtrain.data.volumes.augment import AugmentConfig, augment
 from fmtrain.data.volumes.prepare import prepare_dataset, prepare_params_match
@@ -109,7 +105,7 @@ class VolumeDataModule(PreparedDataModule):
         self.prepare_workers = prepare_workers
         self.max_skip_fraction = max_skip_fraction
         self.allow_missing_spacing = allow_missing_spacing
-        self.prepared = prepared or self._default_prepared_location()
+        self.prepared = prepared or self.default_prepared_location(self._prepare_kwargs())
         # a bucket is shared by all nodes: prepare it once (global rank 0), not once per node
         self.prepare_data_per_node = not is_remote(self.prepared)
         self.augment_config = augment or AugmentConfig()
@@ -124,27 +120,8 @@ class VolumeDataModule(PreparedDataModule):
             "allow_missing_spacing": self.allow_missing_spacing,
         }
 
-    def _default_prepared_location(self) -> str:
+    def prepare_from_source(self) -> None:
         assert self.source is not None
-        key = json.dumps({"source": self.source, **self._prepare_kwargs()}, sort_keys=True)
-        digest = hashlib.sha1(key.encode()).hexdigest()[:12]
-        if is_remote(self.source):
-            home = os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache"))
-            return os.path.join(home, "fmtrain", "prepared", digest)
-        folder = os.path.dirname(os.path.abspath(self.source)) or "."
-        return os.path.join(folder, ".fmtrain_prepared", digest)
-
-    # --- Lightning hooks ------------------------------------------------------------------
-    def prepare_data(self) -> None:
-        """Prepare the raw source once; later runs (and resumes) reuse the result."""
-        if is_complete(self.prepared, self.storage_options):
-            return
-        if self.source is None:
-            raise FileNotFoundError(
-                f"data.prepared={self.prepared}: no complete prepared dataset there, and no "
-                "data.source to prepare one from"
-            )
-        log.info("preparing %s into %s", self.source, self.prepared)
         prepare_dataset(
             self.source,
             self.prepared,

@@ -13,15 +13,14 @@ holds, so the rest of the pipeline reads synthetic data exactly as it reads AI-R
 from __future__ import annotations
 
 import csv
-import multiprocessing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from tqdm import tqdm
 
+from fmtrain.data.preparation import run_tasks
 from fmtrain.data.synthetic.oct_devices import OCT_DEVICES
 from fmtrain.data.synthetic.synthetic_oct import PATHOLOGIES, synthesize_oct
 from fmtrain.data.volumes.dicom_oct import write_oct_dicom
@@ -181,22 +180,9 @@ def generate_oct_dataset(
         )
         for i in range(num_participants)
     ]
-    progress = tqdm(total=len(tasks), desc="synthetic OCT", unit="volume")
-    if workers == 1:
-        results = []
-        for task in tasks:
-            results.append(_participant(task))
-            progress.update()
-    else:
-        # spawn, not fork: the parent may hold threads (torch, BLAS) that a fork would copy
-        # in a locked state.
-        context = multiprocessing.get_context("spawn")
-        with context.Pool(min(workers, len(tasks))) as pool:
-            results = []
-            for result in pool.imap(_participant, tasks):
-                results.append(result)
-                progress.update()
-    progress.close()
+    results = run_tasks(
+        _participant, tasks, workers, desc="synthetic OCT", unit="volume", limit_torch_threads=False
+    )
 
     manifest_path = out / "manifest.tsv"
     write_manifest([row for row, _ in results], manifest_path)

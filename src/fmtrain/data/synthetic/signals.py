@@ -25,7 +25,6 @@ Labels:
 from __future__ import annotations
 
 import csv
-import multiprocessing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -33,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 from scipy import signal as sps
-from tqdm import tqdm
 
+from fmtrain.data.preparation import run_tasks
 from fmtrain.data.synthetic.ecg_ppg import DEVICES, simulate_participant
 
 __all__ = [
@@ -232,22 +231,10 @@ def generate_signal_dataset(
         )
         for i in range(num_participants)
     ]
-    bar = tqdm(total=len(tasks), desc="synthetic ECG/PPG", unit="recording", disable=not progress)
-    if workers == 1:
-        results = []
-        for task in tasks:
-            results.append(_participant(task))
-            bar.update()
-    else:
-        # spawn, not fork: the parent may hold threads (torch, BLAS) that a fork would copy in
-        # a locked state.
-        context = multiprocessing.get_context("spawn")
-        with context.Pool(min(workers, len(tasks))) as pool:
-            results = []
-            for result in pool.imap(_participant, tasks, chunksize=4):
-                results.append(result)
-                bar.update()
-    bar.close()
+    results = run_tasks(
+        _participant, tasks, workers, progress=progress, desc="synthetic ECG/PPG",
+        unit="recording", limit_torch_threads=False,
+    )  # fmt: skip
 
     manifest_path = out / "manifest.tsv"
     _write_tsv(manifest_path, MANIFEST_COLUMNS, [m for m, _ in results])
