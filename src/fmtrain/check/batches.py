@@ -160,27 +160,32 @@ def mask_statistics(
     families = sampler.num_families()
     specs = getattr(sampler, "families", None) or [sampler] * families
     per_family: list[tuple[list[float], list[float]]] = [([], []) for _ in range(families)]
+    # Fractions are of the tokens a family covers: the whole grid for most samplers, a
+    # level's region for hierarchical masks (whose finer levels cover a box of the grid).
+    covered = [n] * families
     for _ in range(batches):
         pairs = sampler.sample(grid, batch_size, rng)
-        for (ctx_f, tgt_f), pair in zip(per_family, pairs, strict=True):
-            ctx_f += [pair.context.shape[1] / n] * batch_size
-            tgt_f += [pair.target.shape[1] / n] * batch_size
+        for f, ((ctx_f, tgt_f), pair) in enumerate(zip(per_family, pairs, strict=True)):
+            covered[f] = pair.context.shape[1] + pair.target.shape[1]
+            ctx_f += [pair.context.shape[1] / covered[f]] * batch_size
+            tgt_f += [pair.target.shape[1] / covered[f]] * batch_size
     for i, (ctx_f, tgt_f) in enumerate(per_family):
         report.masks.append(
             {
                 "family": i,
                 "spec": str(specs[i]),
-                "num_tokens": n,
+                "num_tokens": covered[i],
                 "context_fraction": [min(ctx_f), float(np.mean(ctx_f)), max(ctx_f)],
                 "target_fraction": [min(tgt_f), float(np.mean(tgt_f)), max(tgt_f)],
             }
         )
         if min(ctx_f) < _TINY_CONTEXT_FRACTION:
+            where = "grid's" if covered[i] == n else "family's region's"
             report.add(
                 "warning",
                 f"data.init_args.masks[{i}]",
-                f"context can fall to {min(ctx_f):.1%} of the {n} tokens: the predictor then "
-                "sees almost nothing",
-                "fewer blocks or a smaller spatial_scale, or a larger token grid",
+                f"context can fall to {min(ctx_f):.1%} of the {covered[i]} {where} tokens: "
+                "the model then sees almost nothing",
+                "a lower mask ratio, fewer or smaller blocks, or a larger token grid",
                 "masks",
             )

@@ -198,11 +198,26 @@ class SparseCNN3d(nn.Module):
         """Parameter names excluded from weight decay beyond biases and norms (none here)."""
         return set()
 
-    def scale_masks(self, keep: torch.Tensor | None) -> list[torch.Tensor | None]:
-        """Visible masks [B, 1, *shape] at full resolution and after each stage (None: dense)."""
+    def token_shape(self, x: torch.Tensor) -> tuple[int, ...]:
+        """Token grid of an input [B, C, *spatial]: the recipe's grid, or a crop's (MiM's
+        finer levels encode a sub-volume); every axis must be a multiple of the patch."""
+        spatial, patch = tuple(x.shape[2:]), self.grid.patch_size
+        if len(spatial) != 3 or any(s % p or s < p for s, p in zip(spatial, patch, strict=True)):
+            raise ValueError(
+                f"SparK encoder input {list(spatial)} is not a positive multiple of its total "
+                f"stride {list(patch)} on every axis"
+            )
+        return tuple(s // p for s, p in zip(spatial, patch, strict=True))
+
+    def scale_masks(
+        self, keep: torch.Tensor | None, grid_shape: Sequence[int] | None = None
+    ) -> list[torch.Tensor | None]:
+        """Visible masks [B, 1, *shape] at full resolution and after each stage (None: dense).
+
+        `keep` indexes the token grid `grid_shape` (default: the recipe's grid)."""
         if keep is None:
             return [None] * (len(self.stages) + 1)
-        deepest = keep_to_mask(keep, self.grid.shape)
+        deepest = keep_to_mask(keep, tuple(grid_shape or self.grid.shape))
         masks = [deepest]
         for stride in reversed(self.strides):
             masks.insert(0, upsample_mask(masks[0], stride))
@@ -213,9 +228,11 @@ class SparseCNN3d(nn.Module):
     ) -> list[torch.Tensor]:
         """Dense, masked feature maps [B, widths[i], *shape_i] after each stage (for a decoder).
 
-        `self.scale_masks(keep)[1:]` are the matching visible masks.
+        x may be the recipe's input or any crop whose axes are multiples of the patch; `keep`
+        indexes that input's token grid, and `self.scale_masks(keep, self.token_shape(x))[1:]`
+        are the matching visible masks.
         """
-        masks = self.scale_masks(keep)
+        masks = self.scale_masks(keep, self.token_shape(x))
         # Hidden voxels are zeroed before the stem reads them: they never enter the network.
         x = apply_mask(x, masks[0])
         x = self.stem_norm(apply_mask(self.stem(x), masks[0]), masks[0])
@@ -228,9 +245,11 @@ class SparseCNN3d(nn.Module):
             outputs.append(x)
         return outputs
 
-    def _tokens(self, fmap: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    def _tokens(
+        self, fmap: torch.Tensor, keep: torch.Tensor | None, grid_shape: Sequence[int]
+    ) -> torch.Tensor:
         """[B, C, *shape] at any scale -> [B, N, C] per token cell (mean over its block)."""
-        factor = [s // g for s, g in zip(fmap.shape[2:], self.grid.shape, strict=True)]
+        factor = [s // g for s, g in zip(fmap.shape[2:], grid_shape, strict=True)]
         if any(f > 1 for f in factor):
             # A kept token's block is fully visible, so this mean is exact for it.
             fmap = F.avg_pool3d(fmap, kernel_size=factor, stride=factor)
@@ -239,7 +258,7 @@ class SparseCNN3d(nn.Module):
 
     def forward_features(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Encode x [B, C, *input_size] into tokens [B, N, embed_dim] (N = len(keep) if given)."""
-        return self._tokens(self.forward_pyramid(x, keep)[-1], keep)
+        return self._tokens(self.forward_pyramid(x, keep)[-1], keep, self.token_shape(x))
 
     def forward_intermediates(
         self, x: torch.Tensor, layers: Sequence[int], keep: torch.Tensor | None = None
@@ -247,7 +266,8 @@ class SparseCNN3d(nn.Module):
         """Tokens [B, N, widths[i]] after each stage index i in `layers` (negatives allowed);
         finer stages are averaged over each token's block, so N matches the token grid."""
         pyramid = self.forward_pyramid(x, keep)
-        return [self._tokens(pyramid[i % len(pyramid)], keep) for i in layers]
+        grid = self.token_shape(x)
+        return [self._tokens(pyramid[i % len(pyramid)], keep, grid) for i in layers]
 
     forward = forward_features
 

@@ -1,0 +1,106 @@
+"""One MiM level: encode a level's visible tokens, reconstruct its hidden patches.
+
+Two encoder families, one interface (`forward(inputs, region, context, target) -> (loss,
+features)`, features being the encoder's tokens at `context` [B, K, D]):
+
+- `SparKLevel`: the sparse CNN encodes the level's box, cropped from the input at native
+  resolution (the CNN has no positions to keep, and a box of 1/8 the voxels costs ~1/8);
+  the SparK decoder densifies the pyramid and reconstructs the box's voxels.
+- `TokenLevel`: a ViT encodes the level's visible tokens at their positions in the full
+  grid (levels are nested token grids), an MAE decoder predicts the hidden patches.
+
+Both regress per-patch normalised voxels (MAE's `norm_pix_loss`, configurable) on the hidden
+patches of the level only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from fmtrain.losses.regression import masked_patch_mse, patchify, per_patch_normalized
+from fmtrain.masks.regions import LevelRegion, crop_boxes, to_local_index
+from fmtrain.methods.mae import expect_patch_width
+from fmtrain.nn.decoder import MAEDecoder
+from fmtrain.nn.sparse_cnn import SparseCNN3d
+from fmtrain.nn.sparse_decoder import SparKDecoder
+from fmtrain.nn.tokens import expect_tokens, gather_tokens
+
+__all__ = ["SparKLevel", "TokenLevel"]
+
+
+def _patch_targets(x: torch.Tensor, patch_size: Sequence[int], normalize: bool) -> torch.Tensor:
+    patches = patchify(x, patch_size)
+    return per_patch_normalized(patches) if normalize else patches
+
+
+class SparKLevel(nn.Module):
+    """SparK encoder + decoder on one level's box (see the module docstring)."""
+
+    def __init__(
+        self,
+        encoder: SparseCNN3d,
+        decoder: SparKDecoder,
+        patch_size: Sequence[int],
+        normalize_targets: bool = True,
+    ) -> None:
+        super().__init__()
+        self.encoder, self.decoder = encoder, decoder
+        self.patch_size = tuple(patch_size)
+        self.normalize_targets = normalize_targets
+
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        region: LevelRegion,
+        context: torch.Tensor,
+        target: torch.Tensor,
+        grid: Sequence[int],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        patch = torch.as_tensor(self.patch_size, device=region.start.device)
+        box = tuple(e * p for e, p in zip(region.shape, self.patch_size, strict=True))
+        crop = crop_boxes(inputs, region.start * patch, box)
+        keep = to_local_index(context, region, grid)
+        hide = to_local_index(target, region, grid)
+        pyramid = self.encoder.forward_pyramid(crop, keep)
+        masks = self.encoder.scale_masks(keep, region.shape)[1:]
+        reconstruction = self.decoder(pyramid, masks)
+        predicted = gather_tokens(patchify(reconstruction, self.patch_size), hide)
+        targets = _patch_targets(crop, self.patch_size, self.normalize_targets)
+        loss = masked_patch_mse(predicted, targets, hide)
+        # the deepest map is the box's token grid: one cell per token
+        features = gather_tokens(pyramid[-1].flatten(2).transpose(1, 2), keep)
+        return loss, features
+
+
+class TokenLevel(nn.Module):
+    """ViT encoder + MAE decoder on one level's tokens (see the module docstring)."""
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: MAEDecoder,
+        patch_size: Sequence[int],
+        normalize_targets: bool = True,
+    ) -> None:
+        super().__init__()
+        self.encoder, self.decoder = encoder, decoder
+        self.patch_size = tuple(patch_size)
+        self.normalize_targets = normalize_targets
+
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        region: LevelRegion,
+        context: torch.Tensor,
+        target: torch.Tensor,
+        grid: Sequence[int],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        features = expect_tokens(self.encoder(inputs, keep=context), *context.shape)
+        targets = _patch_targets(inputs, self.patch_size, self.normalize_targets)
+        prediction = expect_patch_width(
+            self.decoder(features, context, target), targets, self.patch_size
+        )
+        return masked_patch_mse(prediction, targets, target), features

@@ -1,0 +1,154 @@
+"""MiM on SparK and ViT encoders: shapes and losses at every input size, locality of the
+finer levels, learning on a fixed batch, and refusals that name the recipe key."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fmtrain.masks import HierarchicalMask, RandomPatch
+from fmtrain.methods.configs import DecoderConfig
+from fmtrain.methods.mim import CrossLevelConfig, MiMModule
+from fmtrain.nn.encoder import ViTEncoder
+from fmtrain.nn.sparse_cnn import SparseCNNEncoder
+
+OCT_STRIDES = ((1, 2, 2), (1, 2, 2), (2, 2, 2), (2, 1, 1))  # patch 4x8x8
+STRIDES_8 = ((2, 2, 2), (2, 2, 2), (2, 2, 2), (1, 1, 1))  # patch 8^3
+
+CASES = {
+    "spark-32": (SparseCNNEncoder(size="test", strides=STRIDES_8), (32, 32, 32), (8, 8, 8), 2),
+    "spark-64": (SparseCNNEncoder(size="test"), (64, 64, 64), (16, 16, 16), 2),
+    "spark-128": (SparseCNNEncoder(size="test"), (128, 128, 128), (16, 16, 16), 3),
+    "spark-oct": (SparseCNNEncoder(size="test", strides=OCT_STRIDES), (16, 64, 64), (4, 8, 8), 2),
+    "vit-64": (ViTEncoder(size="vit_micro"), (64, 64, 64), (16, 16, 16), 2),
+    "vit-oct": (ViTEncoder(size="vit_micro"), (16, 64, 64), (4, 8, 8), 2),
+}
+
+
+def build(case: str, **kwargs) -> tuple[MiMModule, HierarchicalMask]:
+    encoder, size, patch, levels = CASES[case]
+    module = MiMModule(
+        input_size=size,
+        patch_size=patch,
+        num_mask_families=levels,
+        encoder=encoder,
+        decoder=DecoderConfig(embed_dim=32, depth=1, num_heads=4),
+        **kwargs,
+    )
+    return module, HierarchicalMask(levels=levels)
+
+
+def masks(sampler, module, batch, seed=0):
+    pairs = sampler.sample(module.grid.shape, batch, np.random.default_rng(seed))
+    return [p.context for p in pairs], [p.target for p in pairs]
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c != "spark-128"])
+def test_shapes_and_losses_at_every_size(case):
+    torch.manual_seed(0)
+    module, sampler = build(case, cross_level=CrossLevelConfig(infonce_weight=0.1))
+    contexts, targets = masks(sampler, module, batch=2)
+    x = torch.randn(2, 1, *module.grid.input_size)
+    out = module.method(x, contexts, targets)
+    assert torch.isfinite(out.loss) and out.loss.ndim == 0
+    assert len(out.level_losses) == sampler.levels
+    assert all(torch.isfinite(v) for v in out.level_losses)
+    assert {"location_loss", "location_accuracy", "infonce_loss"} <= set(out.logs)
+    encoder = module.evaluation_encoder()
+    assert out.features.shape == (2, contexts[0].shape[1], encoder.embed_dim)
+    out.loss.backward()
+    missing = [n for n, p in encoder.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing
+    # the evaluation encoder alone encodes the whole grid, as probes use it
+    with torch.no_grad():
+        tokens = encoder(x)
+    assert tokens.shape == (2, module.grid.num_tokens, encoder.embed_dim)
+
+
+def test_128_cubed_three_levels_forward_shapes():
+    """128^3 on a CPU: one sample, forward only (a training step there takes ~20 s)."""
+    torch.manual_seed(0)
+    module, sampler = build("spark-128")
+    contexts, targets = masks(sampler, module, batch=1)
+    with torch.no_grad():
+        out = module.method(torch.randn(1, 1, 128, 128, 128), contexts, targets)
+    assert len(out.level_losses) == 3 and torch.isfinite(out.loss)
+    assert out.features.shape[:2] == contexts[0].shape
+
+
+@pytest.mark.parametrize("grid", [(2, 2, 2), (4, 4, 4)])
+def test_small_grids_never_leave_a_level_without_visible_tokens(grid):
+    levels = 1 if grid == (2, 2, 2) else 2
+    sampler = HierarchicalMask(levels=levels, min_level_tokens=8)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        for pair in sampler.sample(grid, 4, rng):
+            assert pair.context.shape[1] >= 1 and pair.target.shape[1] >= 1
+    with pytest.raises(ValueError, match=r"data\.init_args\.masks\.init_args\.levels"):
+        HierarchicalMask(levels=levels + 1).validate(grid)
+
+
+def test_a_finer_level_reads_only_its_own_box():
+    """Level 1 encodes its box: voxels outside it cannot change its features or loss."""
+    torch.manual_seed(0)
+    module, sampler = build("spark-64")
+    module.eval()
+    contexts, targets = masks(sampler, module, batch=2, seed=3)
+    x = torch.randn(2, 1, 64, 64, 64)
+    from fmtrain.masks.regions import level_regions
+
+    region = level_regions(contexts, targets, module.grid.shape)[1]
+    outside = torch.ones_like(x, dtype=torch.bool)
+    for b, start in enumerate(region.start.tolist()):
+        box = tuple(slice(16 * s, 16 * (s + e)) for s, e in zip(start, region.shape, strict=True))
+        outside[(b, slice(None), *box)] = False
+    y = torch.where(outside, torch.randn_like(x) * 5, x)
+    with torch.no_grad():
+        a = module.method.level(x, region, contexts[1], targets[1], module.grid.shape)
+        b = module.method.level(y, region, contexts[1], targets[1], module.grid.shape)
+    torch.testing.assert_close(a[0], b[0])
+    torch.testing.assert_close(a[1], b[1])
+
+
+@pytest.mark.parametrize(
+    ("case", "location_loss"), [("spark-oct", "cross_entropy"), ("vit-oct", "byol")]
+)
+def test_learns_on_a_fixed_batch(case, location_loss):
+    torch.manual_seed(0)
+    cross = CrossLevelConfig(location_loss=location_loss, infonce_weight=0.1)
+    module, sampler = build(case, cross_level=cross)
+    contexts, targets = masks(sampler, module, batch=4)
+    # smooth inputs: something a reconstruction can learn in a few steps
+    x = torch.nn.functional.avg_pool3d(torch.randn(4, 1, 16, 64, 64), 5, 1, 2)
+    opt = torch.optim.AdamW(module.method.parameters(), lr=2e-3)
+    first = None
+    for _ in range(25):
+        out = module.method(x, contexts, targets)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        first = float(out.loss.detach()) if first is None else first
+    assert float(out.loss.detach()) < 0.8 * first
+
+
+def test_refusals_name_the_key():
+    with pytest.raises(ValueError, match=r"model\.init_args\.level_weights"):
+        build("spark-64", level_weights=[1.0])
+    with pytest.raises(ValueError, match=r"model\.init_args\.level_weights"):
+        build("spark-64", level_weights=[0.0, 0.0])
+    with pytest.raises(ValueError, match=r"cross_level\.location_temperature"):
+        CrossLevelConfig(location_temperature=0.0)
+    with pytest.raises(ValueError, match=r"cross_level\.infonce_weight"):
+        CrossLevelConfig(infonce_weight=float("nan"))
+    module, _ = build("spark-64")
+    pairs = RandomPatch(ratio=0.6).sample(module.grid.shape, 2, np.random.default_rng(0))
+    x = torch.randn(2, 1, 64, 64, 64)
+    # two RandomPatch families cover the whole grid twice: level 1 is not inside a box
+    # of its own, yet it is a box (the grid); hidden counts differ -> still a cover. A
+    # family that misses tokens is not:
+    short = [pairs[0].target[:, :-1]] * 2
+    with pytest.raises(ValueError, match="HierarchicalMask"):
+        module.method(x, [pairs[0].context] * 2, short)
+    with pytest.raises(ValueError, match=r"\d level\(s\) but the batch carries 1"):
+        module.forward_batch(type("B", (), {"contexts": [pairs[0].context], "targets": []})())
