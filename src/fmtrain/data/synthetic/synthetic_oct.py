@@ -5,6 +5,8 @@ built from anatomy, not from image noise: per-A-scan depths of every retinal bou
 GCL, IPL, INL, OPL, ONL, ELM, ellipsoid zone, outer segments, interdigitation zone, RPE, Bruch's
 membrane) and of the choroid, with a foveal pit, a curved and tilted globe, retinal vessels that
 shadow the tissue beneath them, and optional pathology (drusen, intraretinal fluid, thinning).
+The same boundaries give a voxel segmentation (:data:`SEGMENTATION_CLASSES`), so dense probes
+have exact ground truth.
 
 Intensities are handled in the display (log) domain, as OCT devices show them: each boundary adds
 a step to the A-scan profile, depth attenuation adds slopes, and speckle - multiplicative in linear
@@ -20,8 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from fmtrain.data.synthetic.oct_devices import OCTDevice
+from fmtrain.data.synthetic.oct_segmentation import SEGMENTATION_CLASSES, label_bands
 
-__all__ = ["PATHOLOGIES", "SyntheticOCT", "synthesize_oct"]
+__all__ = ["PATHOLOGIES", "SEGMENTATION_CLASSES", "SyntheticOCT", "synthesize_oct"]
 
 PATHOLOGIES = ("normal", "drusen", "fluid", "thinning")
 
@@ -73,6 +76,8 @@ class SyntheticOCT:
             centre (``fovea_frame``, ``fovea_column``, ``fovea_x_mm``, ``fovea_y_mm``), and
             per-pathology values (``drusen_count``, ``drusen_max_height_mm``,
             ``fluid_pocket_count``, ``thinning_fraction``).
+        segmentation: uint8 array shaped like ``volume``; each voxel's index into
+            :data:`SEGMENTATION_CLASSES`, decided at its row centre.
     """
 
     volume: np.ndarray
@@ -80,6 +85,7 @@ class SyntheticOCT:
     pathology: str
     foveal_thickness_mm: float
     labels: dict[str, float | str]
+    segmentation: np.ndarray
 
 
 @dataclass
@@ -109,7 +115,7 @@ def synthesize_oct(
             thicker and the vascular arcades come from.
 
     Returns:
-        The volume (uint8, [frames, rows, cols]) with its spacing and labels.
+        The volume (uint8, [frames, rows, cols]) with its spacing, labels and segmentation.
 
     Raises:
         ValueError: On an unknown pathology or laterality, or a negative seed.
@@ -210,6 +216,14 @@ def synthesize_oct(
         noise_rng=noise_rng,
     )
 
+    # Computed after rendering and from no random stream, so the volume's bytes are unchanged.
+    segmentation = label_bands(
+        (frames, rows, cols),
+        surfaces=[_rows(d, dy) for d in (ilm, tops["onl"], tops["rpe"], bruch, sclera_top)],
+        lesions=_lesion_bands(pathology, tops, cysts, dy),
+        chunk_voxels=_CHUNK_VOXELS,
+    )
+
     fovea_frame = int(np.clip(round(fovea_y / dz + (frames - 1) / 2), 0, frames - 1))
     fovea_col = int(np.clip(round(fovea_x / dx + (cols - 1) / 2), 0, cols - 1))
     foveal_thickness = float(bruch[fovea_frame, fovea_col] - ilm[fovea_frame, fovea_col])
@@ -232,7 +246,25 @@ def synthesize_oct(
         pathology=pathology,
         foveal_thickness_mm=foveal_thickness,
         labels=labels,
+        segmentation=segmentation,
     )
+
+
+def _lesion_bands(
+    pathology: str,
+    tops: dict[str, np.ndarray],
+    cysts: list[tuple[str, np.ndarray, np.ndarray]],
+    dy: float,
+) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(label, top row, bottom row) of every lesion, drawn where the renderer drew it."""
+    fluid, drusen = SEGMENTATION_CLASSES.index("fluid"), SEGMENTATION_CLASSES.index("drusen")
+    bands = [
+        (fluid, _rows(tops[h] + t, dy), _rows(tops[h] + t + height, dy)) for h, t, height in cysts
+    ]
+    if pathology == "drusen":
+        # The druse band sits between the RPE and Bruch's membrane; it is empty where flat.
+        bands.append((drusen, _rows(tops["druse"], dy), _rows(tops["bm"], dy)))
+    return bands
 
 
 def _rows(depth_mm: np.ndarray, row_spacing: float) -> np.ndarray:

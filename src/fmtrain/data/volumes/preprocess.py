@@ -1,4 +1,8 @@
-"""Deterministic preprocessing, done once per volume: resample, crop/pad, normalize."""
+"""Deterministic preprocessing, done once per volume: resample, crop/pad, normalize.
+
+Label maps (segmentations) go through :func:`prepare_labels`, the same geometry with
+nearest-neighbour sampling, so they stay voxel-aligned with :func:`prepare_volume`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,15 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+
+def resampled_shape(
+    shape: Sequence[int], spacing: Sequence[float], target_spacing: Sequence[float]
+) -> tuple[int, ...]:
+    """Shape of an array of `shape` at `spacing` once resampled to `target_spacing`."""
+    return tuple(
+        max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, target_spacing, strict=True)
+    )
 
 
 def resample_to_spacing(
@@ -19,9 +32,7 @@ def resample_to_spacing(
     """
     src = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
     shape = array.shape
-    new = tuple(
-        max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, target_spacing, strict=True)
-    )
+    new = resampled_shape(shape, spacing, target_spacing)
     shrunk = tuple(min(n, m) for n, m in zip(shape, new, strict=True))
     if shrunk != tuple(shape):
         src = F.interpolate(src, size=shrunk, mode="area")
@@ -66,3 +77,61 @@ def prepare_volume(
         raise ValueError("volume contains NaN or Inf voxels")
     resampled = resample_to_spacing(array, spacing, target_spacing)
     return normalize(center_crop_or_pad(resampled, size))
+
+
+def resample_labels(
+    labels: np.ndarray, spacing: Sequence[float], target_spacing: Sequence[float]
+) -> np.ndarray:
+    """Nearest-neighbour resampling of a label map onto the grid of :func:`resample_to_spacing`.
+
+    Output voxel i along an axis of n -> m voxels takes input voxel floor((i + 0.5) * n / m):
+    the one under its centre, the same centre-aligned mapping as area and trilinear
+    (``align_corners=False``) resampling, so class ids are never blended.
+    """
+    new = resampled_shape(labels.shape, spacing, target_spacing)
+    index = [
+        np.minimum(((np.arange(m) + 0.5) * n / m).astype(np.int64), n - 1)
+        for n, m in zip(labels.shape, new, strict=True)
+    ]
+    return labels[np.ix_(*index)]
+
+
+def prepare_labels(
+    labels: np.ndarray,
+    spacing: Sequence[float],
+    *,
+    target_spacing: Sequence[float],
+    size: Sequence[int],
+) -> np.ndarray:
+    """Resample a label map to `target_spacing` and centre crop/pad it to `size`, padding with 0.
+
+    Applies :func:`prepare_volume`'s geometry, so ``prepare_labels(seg, ...)`` is voxel-aligned
+    with ``prepare_volume(volume, ...)`` for a segmentation ``seg`` of ``volume``.
+
+    Args:
+        labels: Integer class ids, one axis per entry of `spacing` (e.g. [D, H, W]).
+        spacing: Voxel spacing in mm per axis.
+        target_spacing: Spacing to resample to, mm per axis.
+        size: Output shape after centre crop/pad.
+
+    Returns:
+        Label map of shape `size` with the dtype of `labels` (e.g. uint8 or int64).
+
+    Raises:
+        ValueError: If `labels` is not an integer array or its rank differs from `spacing`,
+            `target_spacing` or `size`.
+    """
+    labels = np.asarray(labels)
+    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == np.bool_):
+        raise ValueError(
+            f"prepare_labels: labels must hold integer class ids, got dtype {labels.dtype}; "
+            "cast a float mask with .astype(np.int64) after rounding"
+        )
+    ranks = {"labels": labels.ndim, "spacing": len(spacing)}
+    ranks |= {"target_spacing": len(target_spacing), "size": len(size)}
+    if len(set(ranks.values())) != 1:
+        raise ValueError(
+            f"prepare_labels: labels shape {labels.shape}, spacing, target_spacing and size "
+            f"must have one entry per axis, got {ranks}"
+        )
+    return center_crop_or_pad(resample_labels(labels, spacing, target_spacing), size, fill=0)
