@@ -226,13 +226,16 @@ class PreparedDataModule(pl.LightningDataModule):
         else:
             log.warning("no %r split in %s: validation is off", self.val_split, dataset.url)
         log.info(
-            "data: %d train / %d val samples from %s, grid %s (%d tokens); masks: %s",
+            "data: %d train / %d val samples from %s, grid %s (%d tokens); masks:\n  %s",
             len(self.train_set),
             len(self.val_set) if self.val_set else 0,
             dataset.url,
             self.grid.shape,
             self.grid.num_tokens,
-            self.sampler.describe(self.grid.shape) if self.sampler else "none",
+            # one line per family or level, indented under the data line
+            self.sampler.describe(self.grid.shape).replace("\n", "\n  ")
+            if self.sampler
+            else "none",
         )
 
     def _start_batch(self) -> int:
