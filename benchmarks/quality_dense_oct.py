@@ -4,9 +4,10 @@ probes of each, against random init of the same architecture. A measurement, not
     python benchmarks/quality_dense_oct.py                     # CPU, demo geometry
     python benchmarks/quality_dense_oct.py --max_steps 3000 --participants 800
 
-Pretrains recipes/oct_vjepa_demo.yaml, oct_mae_demo.yaml and oct_mim_spark_demo.yaml on
-the same generated data (16x64x64 volumes, a 4x8x8 token grid, batch 8, the same number
-of steps), then for every checkpoint:
+Pretrains recipes/oct_vjepa_demo.yaml, oct_mae_demo.yaml and oct_mim_spark_demo.yaml (and
+MiM on the demo's ViT: the two encoder families on one task) on the same generated data
+(16x64x64 volumes, a 4x8x8 token grid, batch 8, the same number of steps), then for every
+checkpoint:
 
 - dense probe: a per-token linear head on frozen features, upsampled to voxels, trained
   on held-out synthetic eyes with their segmentation truth (retinal bands, choroid,
@@ -41,10 +42,20 @@ from fmtrain.export import load_encoder
 from fmtrain.nn.encoder import spec_from_config
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-METHODS = {
-    "V-JEPA": RECIPES / "oct_vjepa_demo.yaml",
-    "MAE": RECIPES / "oct_mae_demo.yaml",
-    "MiM+SparK": RECIPES / "oct_mim_spark_demo.yaml",
+# name -> (recipe, overrides); MiM+ViT is the MiM recipe with the MAE demo's ViT and decoder
+METHODS: dict[str, tuple[Path, list[str]]] = {
+    "V-JEPA": (RECIPES / "oct_vjepa_demo.yaml", []),
+    "MAE": (RECIPES / "oct_mae_demo.yaml", []),
+    "MiM+SparK": (RECIPES / "oct_mim_spark_demo.yaml", []),
+    "MiM+ViT": (
+        RECIPES / "oct_mim_spark_demo.yaml",
+        [
+            "--model.init_args.encoder=fmtrain.nn.ViTEncoder",
+            "--model.init_args.encoder.init_args.size=vit_micro",
+            "--model.init_args.decoder.depth=2",
+            "--model.init_args.decoder.num_heads=4",
+        ],
+    ),
 }
 # the demo recipes' geometry (all three share it)
 SPACING, SIZE = (0.375, 0.03, 0.094), (16, 64, 64)
@@ -99,12 +110,13 @@ def main() -> None:
     test_x, test_y = probe_volumes(args.probe_test, 600_000, args.scale)
     source = [f"--data.init_args.source={data / 'manifest.tsv'}"]
     results: dict = {}
-    for name, recipe in METHODS.items():
+    for name, (recipe, extra) in METHODS.items():
         if name not in args.methods:
             continue
         root = args.out / name.replace("+", "_").lower()
         t0 = time.perf_counter()
-        fit = ["fit", "--config", str(recipe), *source, f"--trainer.max_steps={args.max_steps}"]
+        fit = ["fit", "--config", str(recipe), *source, *extra]
+        fit += [f"--trainer.max_steps={args.max_steps}"]
         fit += [f"--trainer.default_root_dir={root}", f"--checkpoint.dirpath={root}/ckpt"]
         cli = run_cli(fit)
         fit_seconds = time.perf_counter() - t0
@@ -117,7 +129,7 @@ def main() -> None:
             random_seeds=args.random_seeds,
             n_boot=args.n_boot,
             probes=("linear", "knn"),
-            overrides=source,
+            overrides=source + extra,
         )
         encoder = load_encoder(ckpt)
         config = encoder.fmtrain_config
@@ -140,6 +152,7 @@ def main() -> None:
         dense = compare_dense(pretrained, randoms, n_boot=args.n_boot)
         results[name] = {
             "recipe": recipe.name,
+            "overrides": extra,
             "steps": cli.trainer.global_step,
             "fit_seconds": round(fit_seconds, 1),
             "probe_seconds": round(time.perf_counter() - t0, 1),

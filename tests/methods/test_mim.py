@@ -152,3 +152,35 @@ def test_refusals_name_the_key():
         module.method(x, [pairs[0].context] * 2, short)
     with pytest.raises(ValueError, match=r"\d level\(s\) but the batch carries 1"):
         module.forward_batch(type("B", (), {"contexts": [pairs[0].context], "targets": []})())
+
+
+def test_vit_levels_do_not_reveal_where_their_box_was_cut():
+    """The ViT encodes a finer level's box at the grid's origin: the same content cut at two
+    places gives the same features, so the location term cannot read position embeddings."""
+    torch.manual_seed(0)
+    module, _ = build("vit-64")
+    module.eval()
+    from fmtrain.masks.regions import LevelRegion
+
+    grid = module.grid.shape  # 4x4x4 tokens of 16^3
+    content = torch.randn(1, 1, 32, 32, 32)
+    x = torch.randn(1, 1, 64, 64, 64)
+    y = x.clone()
+    x[..., :32, :32, :32] = content  # box at token (0, 0, 0)
+    y[..., 32:, 32:, 32:] = content  # the same box at token (2, 2, 2)
+    local = torch.tensor([0, 3, 5])  # visible tokens of the 2x2x2 box, the rest hidden
+    hidden = torch.tensor([1, 2, 4, 6, 7])
+
+    def full(start):
+        coords = torch.stack(torch.unravel_index(torch.arange(8), (2, 2, 2)), -1) + start
+        flat = (coords[:, 0] * grid[1] + coords[:, 1]) * grid[2] + coords[:, 2]
+        return flat[local][None], flat[hidden][None]
+
+    with torch.no_grad():
+        outs = []
+        for inputs, start in ((x, 0), (y, 2)):
+            region = LevelRegion(start=torch.full((1, 3), start), shape=(2, 2, 2))
+            context, target = full(start)
+            outs.append(module.method.level(inputs, region, context, target, grid))
+    torch.testing.assert_close(outs[0][1], outs[1][1])
+    torch.testing.assert_close(outs[0][0], outs[1][0])

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["LevelRegion", "crop_boxes", "level_regions", "to_local_index"]
+__all__ = ["LevelRegion", "crop_boxes", "level_regions", "to_local_index", "to_origin_index"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,16 @@ def to_local_index(index: torch.Tensor, region: LevelRegion, grid: Sequence[int]
     flat = torch.zeros_like(local[..., 0])
     for axis, edge in enumerate(region.shape):
         flat = flat * edge + local[..., axis]
+    return flat
+
+
+def to_origin_index(index: torch.Tensor, region: LevelRegion, grid: Sequence[int]) -> torch.Tensor:
+    """Flat indices into the full grid [B, K] -> the same tokens with their box moved to the
+    grid's origin (still indexing the full grid): where a box lies then leaves no trace."""
+    moved = _coordinates(index, grid) - region.start[:, None, :]
+    flat = torch.zeros_like(moved[..., 0])
+    for axis, edge in enumerate(grid):
+        flat = flat * edge + moved[..., axis]
     return flat
 
 

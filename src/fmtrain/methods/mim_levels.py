@@ -6,8 +6,11 @@ features)`, features being the encoder's tokens at `context` [B, K, D]):
 - `SparKLevel`: the sparse CNN encodes the level's box, cropped from the input at native
   resolution (the CNN has no positions to keep, and a box of 1/8 the voxels costs ~1/8);
   the SparK decoder densifies the pyramid and reconstructs the box's voxels.
-- `TokenLevel`: a ViT encodes the level's visible tokens at their positions in the full
-  grid (levels are nested token grids), an MAE decoder predicts the hidden patches.
+- `TokenLevel`: a ViT encodes the level's box as its own small volume: the box is moved to
+  the grid's origin (positions 0..edge-1 on every axis, the rest of the canvas unused), so
+  that its position embeddings do not give away where it was cut (which would make MiM's
+  location term a lookup of position embeddings); an MAE decoder predicts the hidden
+  patches. Level 0 is the whole grid and does not move.
 
 Both regress per-patch normalised voxels (MAE's `norm_pix_loss`, configurable) on the hidden
 patches of the level only.
@@ -21,7 +24,7 @@ import torch
 from torch import nn
 
 from fmtrain.losses.regression import masked_patch_mse, patchify, per_patch_normalized
-from fmtrain.masks.regions import LevelRegion, crop_boxes, to_local_index
+from fmtrain.masks.regions import LevelRegion, crop_boxes, to_local_index, to_origin_index
 from fmtrain.methods.mae import expect_patch_width
 from fmtrain.nn.decoder import MAEDecoder
 from fmtrain.nn.sparse_cnn import SparseCNN3d
@@ -98,6 +101,17 @@ class TokenLevel(nn.Module):
         target: torch.Tensor,
         grid: Sequence[int],
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if tuple(region.shape) != tuple(grid):
+            # the box's voxels at the origin of an empty canvas, its tokens renumbered to match
+            patch = torch.as_tensor(self.patch_size, device=region.start.device)
+            box = tuple(e * p for e, p in zip(region.shape, self.patch_size, strict=True))
+            canvas = inputs.new_zeros(inputs.shape)
+            canvas[(slice(None), slice(None), *(slice(0, e) for e in box))] = crop_boxes(
+                inputs, region.start * patch, box
+            )
+            inputs = canvas
+            context = to_origin_index(context, region, grid)
+            target = to_origin_index(target, region, grid)
         features = expect_tokens(self.encoder(inputs, keep=context), *context.shape)
         targets = _patch_targets(inputs, self.patch_size, self.normalize_targets)
         prediction = expect_patch_width(
