@@ -2,6 +2,7 @@
 
 from fmtrain.datamodules.base import PreparedDataModule
 from fmtrain.datamodules.batch import MaskCollator, MaskedBatch
+from fmtrain.datamodules.restoration import RestorationBatch, RestorationDataModule
 from fmtrain.datamodules.signals import SignalDataModule
 from fmtrain.datamodules.stream import PretrainStream
 from fmtrain.datamodules.volumes import VolumeDataModule
@@ -11,6 +12,8 @@ __all__ = [
     "MaskedBatch",
     "PreparedDataModule",
     "PretrainStream",
+    "RestorationBatch",
+    "RestorationDataModule",
     "SignalDataModule",
     "VolumeDataModule",
 ]

@@ -18,6 +18,8 @@ _LAZY = {
     "MiM": ".mim",
     "MiMModule": ".mim",
     "CrossLevelConfig": ".mim",
+    "RestorationModule": ".restore",
+    "RestorationLossConfig": ".restore",
     "MaskedSignalModel": ".msm",
     "MaskedSignalModule": ".msm",
     "EMAConfig": ".configs",
