@@ -44,25 +44,27 @@ def check_batch(report: CheckReport, batch, model, dm) -> bool:
     grid = model.grid
     channels = model.in_chans
     ok = True
-    if tuple(x.shape[2:]) != tuple(grid.input_size):
-        report.add(
-            "error",
-            "data.init_args.input_size",
-            f"batch inputs are {list(x.shape)}, the model expects [B, {channels}, "
-            f"{', '.join(map(str, grid.input_size))}]",
-            "let data.input_size define the grid (it is linked into the model); do not set "
-            "model.input_size separately",
-            "shape",
-        )
-        ok = False
-    if x.ndim != 2 + len(grid.shape) or x.shape[1] != channels:
+    # the layout the method consumes: [B, C, *input_size] unless it says otherwise
+    want = tuple(model.expected_input_shape(x.shape[0]))
+    axis = model.channel_axis
+    if x.ndim != len(want) or x.shape[axis] != channels:
         report.add(
             "error",
             "data.init_args",
-            f"batch inputs have {x.shape[1] if x.ndim > 1 else '?'} channel(s) "
+            f"batch inputs have {x.shape[axis] if x.ndim > axis else '?'} channel(s) "
             f"(shape {list(x.shape)}), the encoder was built for {channels} (the datamodule's "
             "`channels`, linked into model.init_args.in_chans)",
             "make the datamodule's `channels` say what its batches carry",
+            "shape",
+        )
+        ok = False
+    elif tuple(x.shape) != want:
+        report.add(
+            "error",
+            "data.init_args.input_size",
+            f"batch inputs are {list(x.shape)}, the model expects {list(want)}",
+            "let data.input_size define the grid (it is linked into the model); do not set "
+            "model.input_size separately",
             "shape",
         )
         ok = False
@@ -160,13 +162,12 @@ def mask_statistics(
     families = sampler.num_families()
     specs = getattr(sampler, "families", None) or [sampler] * families
     per_family: list[tuple[list[float], list[float]]] = [([], []) for _ in range(families)]
-    # Fractions are of the tokens a family covers: the whole grid for most samplers, a
-    # level's region for hierarchical masks (whose finer levels cover a box of the grid).
-    covered = [n] * families
+    # Fractions are of the tokens a family is drawn over: the whole grid for most samplers,
+    # a level's region for hierarchical masks (whose finer levels cover a box of the grid).
+    covered = sampler.family_tokens(grid)
     for _ in range(batches):
         pairs = sampler.sample(grid, batch_size, rng)
         for f, ((ctx_f, tgt_f), pair) in enumerate(zip(per_family, pairs, strict=True)):
-            covered[f] = pair.context.shape[1] + pair.target.shape[1]
             ctx_f += [pair.context.shape[1] / covered[f]] * batch_size
             tgt_f += [pair.target.shape[1] / covered[f]] * batch_size
     for i, (ctx_f, tgt_f) in enumerate(per_family):

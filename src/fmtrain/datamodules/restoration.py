@@ -43,6 +43,15 @@ class RestorationBatch:
     spikes: torch.Tensor | None = None
     sample_ids: torch.Tensor | None = None
 
+    def head(self, size: int) -> RestorationBatch:
+        """The first `size` clips (for single-sample checks)."""
+        return RestorationBatch(
+            inputs=self.inputs[:size],
+            sharp=self.sharp[:size],
+            spikes=None if self.spikes is None else self.spikes[:size],
+            sample_ids=None if self.sample_ids is None else self.sample_ids[:size],
+        )
+
 
 def _crop_flip(clip: dict[str, np.ndarray], crop: tuple[int, int], rng) -> dict[str, np.ndarray]:
     """The same random crop and flips for every stream and frame of a clip."""

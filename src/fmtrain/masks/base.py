@@ -59,6 +59,11 @@ class MaskSampler:
         """One `MaskPair` per family for a batch, each [B, N] int64."""
         raise NotImplementedError
 
+    def family_tokens(self, grid: Sequence[int]) -> list[int]:
+        """Tokens each family's masks are drawn over: the whole grid, unless a sampler's
+        families cover parts of it (hierarchical levels cover their regions)."""
+        return [int(np.prod(grid))] * self.num_families()
+
     def describe(self, grid: Sequence[int], batch_size: int = 8, batches: int = 16) -> str:
         """One line per family: mean context and target fractions (fixed seed)."""
         rng = np.random.default_rng(0)

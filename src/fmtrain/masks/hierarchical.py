@@ -108,6 +108,10 @@ class HierarchicalMask(MaskSampler):
             shapes.append(tuple(max(1, round(e * self.region_fraction)) for e in shapes[-1]))
         return shapes
 
+    def family_tokens(self, grid: Sequence[int]) -> list[int]:
+        """Tokens of each level's region (level 0: the grid)."""
+        return [math.prod(shape) for shape in self.region_shapes(grid)]
+
     def block_shape(self, region: Sequence[int]) -> tuple[int, ...]:
         """Mask block edge per axis for a level whose region has edges `region`."""
         return tuple(min(e, max(1, round(e * self.block_fraction))) for e in region)

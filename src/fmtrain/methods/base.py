@@ -130,6 +130,13 @@ class PretrainMethod(pl.LightningModule):
         monitors, or None when they do not apply to this method."""
         return None
 
+    #: axis of the channels in `batch.inputs` (2 for clips of frames [B, T, C, H, W])
+    channel_axis: int = 1
+
+    def expected_input_shape(self, batch_size: int) -> tuple[int, ...]:
+        """The shape of `batch.inputs` this method consumes; `check` compares batches with it."""
+        return (batch_size, self.in_chans, *self.grid.input_size)
+
     def stage_widths(self) -> dict[str, int]:
         """Output widths of parts that do not produce encoder-width tokens (for `check`)."""
         return {}

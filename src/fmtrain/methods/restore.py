@@ -175,6 +175,12 @@ class RestorationModule(PretrainMethod):
             RecipeLink("data", "model.init_args.spike_bins", "spike_bins"),
         ]
 
+    channel_axis = 2
+
+    def expected_input_shape(self, batch_size: int) -> tuple[int, ...]:
+        t, h, w = self.grid.input_size
+        return (batch_size, t, self.in_chans, h, w)
+
     def forward_batch(self, batch) -> RestorationOutput:  # type: ignore[no-untyped-def]
         return self.method(batch.inputs, batch.sharp, batch.spikes)
 
