@@ -67,3 +67,19 @@ def test_channels_last_touches_only_4d_convolutions():
     assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
     out = network(torch.rand(1, 4, 3, 16, 16))
     assert out.shape == (1, 4, 3, 16, 16) and out.is_contiguous()
+
+
+def test_check_runs_restoration_recipes_and_names_the_cache_key(pairs, tmp_path):
+    from fmtrain.check.runner import run_check
+
+    args = [f"--data.init_args.root={pairs}", f"--trainer.default_root_dir={tmp_path}"]
+    report = run_check(str(TINY), args, str(tmp_path / "check"))
+    assert not report.errors, [str(p) for p in report.errors]
+    stages = {s["stage"]: s["shape"] for s in report.stages}
+    assert stages["input"] == stages["network"] == [2, 4, 3, 16, 16]
+    report = run_check(
+        str(TINY), [*args, "--data.init_args.cache_bytes=100"], str(tmp_path / "check2")
+    )
+    assert any(
+        p.key == "data.init_args.cache_bytes" and "2304 bytes" in p.message for p in report.errors
+    ), [str(p) for p in report.errors]
