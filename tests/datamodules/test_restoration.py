@@ -48,7 +48,7 @@ def _dm(root, **kwargs) -> RestorationDataModule:
 
 
 def test_batches_are_aligned_crops_of_every_stream(toy):
-    dm = _dm(toy, spikes=True)
+    dm = _dm(toy, spike_bins=3)
     assert dm.input_size == (4, 16, 16) and dm.channels == 3 and dm.spike_bins == 3
     batch = next(iter(dm.train_dataloader()))
     assert batch.inputs.shape == batch.sharp.shape == (3, 4, 3, 16, 16)
@@ -109,9 +109,14 @@ def test_pairs_from_a_real_video_train_batches(tmp_path):
         write_restoration_pairs(
             VIDEOS / video, tmp_path, split=split, window=5, clip_frames=40, size=(48, 64)
         )
-    dm = _dm(tmp_path, spikes=True, crop=(32, 32))
+    dm = _dm(tmp_path, spike_bins=5, crop=(32, 32))
     batch = next(iter(dm.train_dataloader()))
     assert batch.inputs.shape == (3, 4, 3, 32, 32) and batch.spikes.shape[:2] == (3, 4)
     # synthesized blur is not the sharp frame, and is closer to it than noise would be
     diff = (batch.inputs - batch.sharp).abs().mean()
     assert 0.0 < float(diff) < 0.2
+
+
+def test_spike_bins_are_checked_against_the_files(toy):
+    with pytest.raises(ValueError, match=r"data\.init_args\.spike_bins=4, but .*0\.npy holds 3"):
+        _dm(toy, spike_bins=4)

@@ -133,7 +133,8 @@ class RestorationDataModule(pl.LightningDataModule):
         clip_length: frames per clip (the model's temporal input).
         clip_stride: frames between training clip starts (validation uses clip_length).
         crop: (height, width) of the random training crop and the centre validation crop.
-        spikes: read the `spike_vox/` stream too (one .npy of [bins, H, W] per frame).
+        spike_bins: bins of the `spike_vox/` stream (one .npy of [bins, H, W] per frame) to
+            read with every clip; 0 reads no spikes. Checked against the files at setup.
         batch_size: clips per device and step.
         val_batch_size: clips per validation batch (defaults to batch_size).
         num_workers: loader worker processes.
@@ -151,7 +152,7 @@ class RestorationDataModule(pl.LightningDataModule):
         clip_length: int = 6,
         clip_stride: int = 1,
         crop: tuple[int, int] = (192, 192),
-        spikes: bool = False,
+        spike_bins: int = 0,
         batch_size: int = 4,
         val_batch_size: int | None = None,
         num_workers: int = 4,
@@ -166,11 +167,14 @@ class RestorationDataModule(pl.LightningDataModule):
             )
         if cache_bytes < 0:
             raise ValueError(f"data.init_args.cache_bytes must be >= 0, got {cache_bytes}")
+        if spike_bins < 0:
+            raise ValueError(f"data.init_args.spike_bins must be >= 0, got {spike_bins}")
         self.root = root
         self.train_split, self.val_split = train_split, val_split
         self.clip_length, self.clip_stride = clip_length, clip_stride
         self.crop = (int(crop[0]), int(crop[1]))
-        self.spikes = spikes
+        self.spike_bins = spike_bins
+        self.spikes = spike_bins > 0
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
         self.num_workers = num_workers
@@ -190,20 +194,11 @@ class RestorationDataModule(pl.LightningDataModule):
     def channels(self) -> int:
         return 3
 
-    @property
-    def spike_bins(self) -> int:
-        """Bins of the spike voxels (0 without spikes), read off the first training frame."""
-        if not self.spikes:
-            return 0
-        clips = self.train_set or self._clips(self.train_split, self.clip_stride, None)
-        first = clips.frame_paths(0)[SPIKE_STREAM][0]
-        return int(np.load(first, mmap_mode="r").shape[0])
-
     num_mask_families = 0
     sampler = None
 
     def describe(self) -> dict:
-        return {"input_size": list(self.input_size), "spikes": self.spikes}
+        return {"input_size": list(self.input_size), "spike_bins": self.spike_bins}
 
     # --- Lightning hooks ------------------------------------------------------------------------
     def _clips(self, split: str, stride: int, cache: FrameCache | None) -> RestorationClips:
@@ -225,6 +220,14 @@ class RestorationDataModule(pl.LightningDataModule):
                 f"data.init_args.crop={list(self.crop)} is larger than the frames "
                 f"({h} x {w}) of {self.train_set.samples[0]['key']}"
             )
+        if self.spikes:
+            first = self.train_set.frame_paths(0)[SPIKE_STREAM][0]
+            found = np.load(first, mmap_mode="r").shape[0]
+            if found != self.spike_bins:
+                raise ValueError(
+                    f"data.init_args.spike_bins={self.spike_bins}, but {first} holds {found} "
+                    f"bins: set data.init_args.spike_bins={found}"
+                )
         if self.cache is not None:
             report = self.train_set.fill_cache()
             try:
@@ -235,13 +238,13 @@ class RestorationDataModule(pl.LightningDataModule):
         if self.val_split:
             self.val_set = self._clips(self.val_split, self.clip_length, None)
         log.info(
-            "data: %d train / %d val clips of %d frames from %s, crop %s, spikes %s",
+            "data: %d train / %d val clips of %d frames from %s, crop %s, spike bins %d",
             len(self.train_set),
             len(self.val_set) if self.val_set else 0,
             self.clip_length,
             self.root,
             list(self.crop),
-            self.spikes,
+            self.spike_bins,
         )
 
     def train_dataloader(self) -> DataLoader:
