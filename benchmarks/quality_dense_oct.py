@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -168,7 +169,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "device": torch.cuda.get_device_name()
         if torch.cuda.is_available()
-        else platform.processor() or "cpu",
+        else f"CPU ({os.cpu_count()} cores, {platform.machine()})",
         "torch": torch.__version__,
         "participants": args.participants,
         "probe_volumes": {"train": args.probe_train, "test": args.probe_test},
