@@ -26,7 +26,7 @@ from fmtrain.core.grid import TokenGrid
 from fmtrain.core.storage import is_remote
 from fmtrain.data.preparation import is_complete
 from fmtrain.datamodules.batch import MaskCollator, MaskedBatch
-from fmtrain.datamodules.stream import PretrainStream
+from fmtrain.datamodules.stream import stream_loader
 from fmtrain.masks import MaskSampler, MultiBlock
 
 log = logging.getLogger("fmtrain.data")
@@ -238,29 +238,15 @@ class PreparedDataModule(pl.LightningDataModule):
             else "none",
         )
 
-    def _start_batch(self) -> int:
-        """Batches already consumed, from the (possibly restored) optimizer step."""
-        trainer = self.trainer
-        return trainer.global_step * trainer.accumulate_grad_batches if trainer else 0
-
     def train_dataloader(self) -> DataLoader:
-        trainer = self.trainer
-        stream = PretrainStream(
+        return stream_loader(
             self.train_set,
+            trainer=self.trainer,
             batch_size=self.batch_size,
             make_batch=MaskCollator(self.sampler, self.grid.shape),
             transform=self.augmenter(),
             seed=self.seed,
-            start_batch=self._start_batch(),
-            rank=trainer.global_rank if trainer else 0,
-            world_size=trainer.world_size if trainer else 1,
-        )
-        return DataLoader(
-            stream,
-            batch_size=None,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
         )
 
     def val_dataloader(self) -> DataLoader | list:

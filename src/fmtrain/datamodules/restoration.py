@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from fmtrain.data.video.clips import FrameCache
 from fmtrain.data.video.restoration_clips import SPIKE_STREAM, RestorationClips
-from fmtrain.datamodules.stream import PretrainStream
+from fmtrain.datamodules.stream import stream_loader
 
 log = logging.getLogger("fmtrain.data")
 
@@ -248,24 +248,14 @@ class RestorationDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        trainer = self.trainer
-        steps = trainer.global_step * trainer.accumulate_grad_batches if trainer else 0
-        stream = PretrainStream(
+        return stream_loader(
             self.train_set,
+            trainer=self.trainer,
             batch_size=self.batch_size,
             make_batch=_train_batch,
             transform=_ClipTransform(self.crop),
             seed=self.seed,
-            start_batch=steps,
-            rank=trainer.global_rank if trainer else 0,
-            world_size=trainer.world_size if trainer else 1,
-        )
-        return DataLoader(
-            stream,
-            batch_size=None,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
         )
 
     def val_dataloader(self) -> DataLoader | list:

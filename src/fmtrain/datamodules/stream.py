@@ -7,11 +7,11 @@ position; a stream that can start at any batch index resumes exactly, with no st
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from fmtrain.datamodules.batch import MaskedBatch
 
@@ -94,3 +94,35 @@ class PretrainStream(IterableDataset):
         while True:
             yield self.build(batch)
             batch += workers
+
+
+def stream_loader(
+    samples: IndexedVolumes,
+    *,
+    trainer: Any,  # a Lightning Trainer or None: the resume point, rank and world size
+    batch_size: int,
+    make_batch: Callable[..., object],
+    transform: Callable,
+    seed: int,
+    num_workers: int,
+) -> DataLoader:
+    """The training loader every datamodule uses: the resumable stream, started at the batch
+    the (possibly restored) optimizer step has reached, on this rank's slice."""
+    start = trainer.global_step * trainer.accumulate_grad_batches if trainer else 0
+    stream = PretrainStream(
+        samples,
+        batch_size=batch_size,
+        make_batch=make_batch,
+        transform=transform,
+        seed=seed,
+        start_batch=start,
+        rank=trainer.global_rank if trainer else 0,
+        world_size=trainer.world_size if trainer else 1,
+    )
+    return DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
+    )

@@ -39,13 +39,13 @@ def _patch_targets(x: torch.Tensor, patch_size: Sequence[int], normalize: bool) 
     return per_patch_normalized(patches) if normalize else patches
 
 
-class SparKLevel(nn.Module):
-    """SparK encoder + decoder on one level's box (see the module docstring)."""
+class _Level(nn.Module):
+    """An encoder, a decoder and how targets are cut (shared by both families)."""
 
     def __init__(
         self,
-        encoder: SparseCNN3d,
-        decoder: SparKDecoder,
+        encoder: nn.Module,
+        decoder: nn.Module,
         patch_size: Sequence[int],
         normalize_targets: bool = True,
     ) -> None:
@@ -53,6 +53,13 @@ class SparKLevel(nn.Module):
         self.encoder, self.decoder = encoder, decoder
         self.patch_size = tuple(patch_size)
         self.normalize_targets = normalize_targets
+
+
+class SparKLevel(_Level):
+    """SparK encoder (`SparseCNN3d`) + `SparKDecoder` on one level's box (module docstring)."""
+
+    encoder: SparseCNN3d
+    decoder: SparKDecoder
 
     def forward(
         self,
@@ -78,20 +85,10 @@ class SparKLevel(nn.Module):
         return loss, features
 
 
-class TokenLevel(nn.Module):
-    """ViT encoder + MAE decoder on one level's tokens (see the module docstring)."""
+class TokenLevel(_Level):
+    """ViT encoder + `MAEDecoder` on one level's tokens (see the module docstring)."""
 
-    def __init__(
-        self,
-        encoder: nn.Module,
-        decoder: MAEDecoder,
-        patch_size: Sequence[int],
-        normalize_targets: bool = True,
-    ) -> None:
-        super().__init__()
-        self.encoder, self.decoder = encoder, decoder
-        self.patch_size = tuple(patch_size)
-        self.normalize_targets = normalize_targets
+    decoder: MAEDecoder
 
     def forward(
         self,
