@@ -110,3 +110,21 @@ def test_whole_network_compiles_with_checkpointing_and_trains_like_eager(pairs, 
     assert len(eager) == len(compiled) == 3
     assert compiled == pytest.approx(eager, rel=1e-4)
     assert eager[0] != eager[-1]  # the comparison is not between constants
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "text"),
+    [
+        ("--data.init_args.val_split=Test", "data.init_args.val_split", "did you mean 'test'"),
+        ("--data.init_args.clip_length=12", "data.init_args.clip_length", "at most 8"),
+        ("--data.init_args.spike_bins=5", "data.init_args.spike_bins", "holds 3 bins"),
+        ("--model.init_args.loss.charbonnier_eps=1e-20", "charbonnier_eps", "underflows"),
+    ],
+)
+def test_check_names_the_key_of_each_restoration_mistake(pairs, tmp_path, override, key, text):
+    from fmtrain.check.runner import run_check
+
+    args = [f"--data.init_args.root={pairs}", f"--trainer.default_root_dir={tmp_path}", override]
+    report = run_check(str(TINY), args, str(tmp_path / "check"))
+    hits = [p for p in report.errors if key in p.key and text in p.message]
+    assert hits, [str(p) for p in report.problems]

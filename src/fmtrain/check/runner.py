@@ -152,12 +152,16 @@ def _load_data(report: CheckReport, dm) -> bool:
         dm.setup("fit")
     except Exception as err:
         message = f"{type(err).__name__}: {err}"
+        named = _key_in(message, "")
         default = "data.init_args.train_split" if "split" in message else "data.init_args.source"
         report.add(
             "error",
-            _key_in(message, default),
+            named or default,
             message,
-            "point data.source / data.prepared at existing data and name an existing split",
+            # a message that names its setting says the fix too; otherwise the usual causes
+            f"change {named} as the message says"
+            if named
+            else "point data.source / data.prepared at existing data and name an existing split",
             "data",
         )
         return False

@@ -201,19 +201,33 @@ class RestorationDataModule(pl.LightningDataModule):
         return {"input_size": list(self.input_size), "spike_bins": self.spike_bins}
 
     # --- Lightning hooks ------------------------------------------------------------------------
-    def _clips(self, split: str, stride: int, cache: FrameCache | None) -> RestorationClips:
-        return RestorationClips(
-            Path(self.root),
-            split,
-            clip_length=self.clip_length,
-            stride=stride,
-            spikes=self.spikes,
-            cache=cache,
-        )
+    def _clips(self, which: str, stride: int, cache: FrameCache | None) -> RestorationClips:
+        """Clips of the split named by the setting `which` (train_split or val_split); an
+        error is prefixed with the setting it is about, so `check` files it under that key."""
+        split = getattr(self, which)
+        if not Path(self.root).is_dir():
+            raise ValueError(f"data.init_args.root={self.root!r} is not a folder")
+        try:
+            return RestorationClips(
+                Path(self.root),
+                split,
+                clip_length=self.clip_length,
+                stride=stride,
+                spikes=self.spikes,
+                cache=cache,
+            )
+        except ValueError as err:
+            if "clip_length" in str(err):
+                key = f"clip_length={self.clip_length}"
+            elif str(err).startswith(f"split {split!r} not found"):
+                key = f"{which}={split!r}"
+            else:  # a missing stream folder, or no usable sequence
+                key = f"root={self.root!r}"
+            raise ValueError(f"data.init_args.{key}: {err}") from err
 
     def setup(self, stage: str | None = None) -> None:
         self.cache = FrameCache(self.cache_bytes) if self.cache_bytes else None
-        self.train_set = self._clips(self.train_split, self.clip_stride, self.cache)
+        self.train_set = self._clips("train_split", self.clip_stride, self.cache)
         h, w = self.train_set.load(0)["blur"].shape[1:3]
         if h < self.crop[0] or w < self.crop[1]:
             raise ValueError(
@@ -236,7 +250,7 @@ class RestorationDataModule(pl.LightningDataModule):
                 raise ValueError(f"data.init_args.cache_bytes={self.cache_bytes}: {err}") from err
             log.info("frame cache: %s", report)
         if self.val_split:
-            self.val_set = self._clips(self.val_split, self.clip_length, None)
+            self.val_set = self._clips("val_split", self.clip_length, None)
         log.info(
             "data: %d train / %d val clips of %d frames from %s, crop %s, spike bins %d",
             len(self.train_set),
