@@ -128,3 +128,34 @@ def test_check_names_the_key_of_each_restoration_mistake(pairs, tmp_path, overri
     report = run_check(str(TINY), args, str(tmp_path / "check"))
     hits = [p for p in report.errors if key in p.key and text in p.message]
     assert hits, [str(p) for p in report.problems]
+
+
+class _Conv3dNetwork(torch.nn.Module):
+    """A user's restorer that mixes frames with a 3D convolution (5D tensors)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mix = torch.nn.Conv3d(3, 3, 3, padding=1)
+
+    def channels_last_modules(self) -> list[torch.nn.Module]:
+        return [self.mix]
+
+    def forward(self, blur, spikes=None):
+        return blur + self.mix(blur.transpose(1, 2)).transpose(1, 2)
+
+
+class Conv3dNetwork(VRTNetwork):
+    """Plugged in by class_path like any network spec."""
+
+    def build(self, grid, in_chans):
+        return _Conv3dNetwork()
+
+
+def test_channels_last_on_a_5d_path_is_refused_naming_the_key():
+    with pytest.raises(ValueError, match=r"model\.init_args\.channels_last=true.*3D conv.*mix"):
+        RestorationModule(
+            input_size=(4, 32, 32), network=Conv3dNetwork(size="test"), channels_last=True
+        )
+    # the same network without channels_last builds and runs
+    module = RestorationModule(input_size=(4, 32, 32), network=Conv3dNetwork(size="test"))
+    assert module.method.network(torch.rand(1, 4, 3, 32, 32)).shape == (1, 4, 3, 32, 32)
