@@ -89,7 +89,8 @@ class _ClipTransform:
 def _to_batch(clips: list[dict[str, np.ndarray]], ids) -> RestorationBatch:
     def images(stream: str) -> torch.Tensor:
         stacked = np.stack([np.ascontiguousarray(c[stream]) for c in clips])  # [B,T,H,W,C]
-        return torch.from_numpy(stacked).permute(0, 1, 4, 2, 3).float() / 255.0
+        # [B, T, C, H, W], laid out contiguously (the network reshapes frames, not strides)
+        return torch.from_numpy(stacked).permute(0, 1, 4, 2, 3).contiguous().float() / 255.0
 
     spikes = None
     if SPIKE_STREAM in clips[0]:
