@@ -33,14 +33,12 @@ import torch
 
 from fmtrain.cli import run_cli
 from fmtrain.cli.evaluate import probe as run_probe
-from fmtrain.core.grid import TokenGrid
 from fmtrain.data.synthetic.generate import generate_oct_dataset
 from fmtrain.data.synthetic.oct_devices import OCT_DEVICES
 from fmtrain.data.synthetic.synthetic_oct import PATHOLOGIES, SEGMENTATION_CLASSES, synthesize_oct
 from fmtrain.data.volumes.preprocess import prepare_labels, prepare_volume
 from fmtrain.eval.dense_probe import compare_dense, dense_probe, format_dense_table
-from fmtrain.export import load_encoder
-from fmtrain.nn.encoder import spec_from_config
+from fmtrain.export import build_from_config, load_encoder
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 # name -> (recipe, overrides); MiM+ViT is the MiM recipe with the MAE demo's ViT and decoder
@@ -81,10 +79,9 @@ def probe_volumes(count: int, first_seed: int, scale: float) -> tuple[np.ndarray
 
 def random_encoder(config: dict, seed: int) -> torch.nn.Module:
     """The checkpoint's architecture, freshly initialised with `seed`."""
-    grid = TokenGrid.from_sizes(config["input_size"], config["patch_size"])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return spec_from_config(config["encoder"]).build(grid, int(config["in_chans"])).eval()
+        return build_from_config(config).eval()
 
 
 def main() -> None:

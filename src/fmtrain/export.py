@@ -23,7 +23,7 @@ from torch import nn
 from fmtrain.core.grid import TokenGrid
 from fmtrain.nn.encoder import spec_from_config
 
-__all__ = ["export_encoder", "load_encoder"]
+__all__ = ["build_from_config", "export_encoder", "load_encoder"]
 
 FORMAT = "fmtrain-encoder/1"
 _WEIGHTS, _CONFIG = "model.safetensors", "config.json"
@@ -48,7 +48,8 @@ def _from_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str,
     return dict(entry["config"], source=str(path), step=checkpoint.get("global_step")), state
 
 
-def _build(config: dict[str, Any]) -> nn.Module:
+def build_from_config(config: dict[str, Any]) -> nn.Module:
+    """A freshly initialised encoder from its description (`encoder.fmtrain_config`)."""
     if config.get("format", FORMAT) != FORMAT:
         raise ValueError(f"unknown encoder format {config.get('format')!r}; expected {FORMAT}")
     grid = TokenGrid.from_sizes(config["input_size"], config["patch_size"])
@@ -74,7 +75,7 @@ def load_encoder(path: str | os.PathLike, *, map_location: str = "cpu") -> nn.Mo
     else:
         config, state = _from_checkpoint(path)
     config.setdefault("format", FORMAT)  # checkpoints carry none; exported folders do
-    encoder = _build(config)
+    encoder = build_from_config(config)
     missing, unexpected = encoder.load_state_dict(state, strict=False)
     # fixed buffers (sin-cos positions) are rebuilt, not stored; anything else must match
     missing = [k for k in missing if k not in dict(encoder.named_buffers())]

@@ -229,7 +229,8 @@ class RestorationDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         self.cache = FrameCache(self.cache_bytes) if self.cache_bytes else None
         self.train_set = self._clips("train_split", self.clip_stride, self.cache)
-        h, w = self.train_set.load(0)["blur"].shape[1:3]
+        first_clip = self.train_set.load(0)
+        h, w = first_clip["blur"].shape[1:3]
         if h < self.crop[0] or w < self.crop[1]:
             raise ValueError(
                 f"data.init_args.crop={list(self.crop)} is larger than the frames "
@@ -237,7 +238,7 @@ class RestorationDataModule(pl.LightningDataModule):
             )
         if self.spikes:
             first = self.train_set.frame_paths(0)[SPIKE_STREAM][0]
-            found = np.load(first, mmap_mode="r").shape[0]
+            found = first_clip[SPIKE_STREAM].shape[1]  # [T, bins, H, W]
             if found != self.spike_bins:
                 raise ValueError(
                     f"data.init_args.spike_bins={self.spike_bins}, but {first} holds {found} "

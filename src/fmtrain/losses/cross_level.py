@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from fmtrain.masks.regions import crop_boxes
+from fmtrain.masks.regions import crop_boxes, ravel_coordinates
 
 __all__ = [
     "byol_location_loss",
@@ -98,12 +98,8 @@ def location_label(
     child_shape: Sequence[int],
 ) -> torch.Tensor:
     """Index (int64 [B]) of the true child box among `candidate_boxes`' candidates."""
-    offsets = child_start - parent_start
     counts = [p - c + 1 for p, c in zip(parent_shape, child_shape, strict=True)]
-    label = torch.zeros_like(offsets[:, 0])
-    for axis, count in enumerate(counts):
-        label = label * count + offsets[:, axis]
-    return label
+    return ravel_coordinates(child_start - parent_start, counts)
 
 
 def location_logits(

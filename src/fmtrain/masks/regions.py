@@ -15,7 +15,14 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["LevelRegion", "crop_boxes", "level_regions", "to_local_index", "to_origin_index"]
+__all__ = [
+    "LevelRegion",
+    "crop_boxes",
+    "level_regions",
+    "ravel_coordinates",
+    "to_local_index",
+    "to_origin_index",
+]
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,15 @@ def _coordinates(index: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
         coords.append(rest % edge)
         rest = torch.div(rest, edge, rounding_mode="floor")
     return torch.stack(coords[::-1], dim=-1)
+
+
+def ravel_coordinates(coords: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Coordinates [..., ndim] -> flat row-major indices [...] in a box of `shape`
+    (the inverse of reading coordinates off flat indices)."""
+    flat = torch.zeros_like(coords[..., 0])
+    for axis, edge in enumerate(shape):
+        flat = flat * edge + coords[..., axis]
+    return flat
 
 
 def _box_of(context: torch.Tensor, target: torch.Tensor, grid: Sequence[int], level: int):
@@ -81,21 +97,13 @@ def level_regions(
 
 def to_local_index(index: torch.Tensor, region: LevelRegion, grid: Sequence[int]) -> torch.Tensor:
     """Flat indices into the full grid [B, K] -> flat indices into each sample's box."""
-    local = _coordinates(index, grid) - region.start[:, None, :]
-    flat = torch.zeros_like(local[..., 0])
-    for axis, edge in enumerate(region.shape):
-        flat = flat * edge + local[..., axis]
-    return flat
+    return ravel_coordinates(_coordinates(index, grid) - region.start[:, None, :], region.shape)
 
 
 def to_origin_index(index: torch.Tensor, region: LevelRegion, grid: Sequence[int]) -> torch.Tensor:
     """Flat indices into the full grid [B, K] -> the same tokens with their box moved to the
     grid's origin (still indexing the full grid): where a box lies then leaves no trace."""
-    moved = _coordinates(index, grid) - region.start[:, None, :]
-    flat = torch.zeros_like(moved[..., 0])
-    for axis, edge in enumerate(grid):
-        flat = flat * edge + moved[..., axis]
-    return flat
+    return ravel_coordinates(_coordinates(index, grid) - region.start[:, None, :], grid)
 
 
 def crop_boxes(x: torch.Tensor, starts: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
