@@ -77,6 +77,12 @@ def test_check_runs_restoration_recipes_and_names_the_cache_key(pairs, tmp_path)
     assert not report.errors, [str(p) for p in report.errors]
     stages = {s["stage"]: s["shape"] for s in report.stages}
     assert stages["input"] == stages["network"] == [2, 4, 3, 16, 16]
+    # 10 training clips (two 8-frame sequences, clips of 4, stride 1) for batches of 3: the
+    # warning speaks of clips and of the setting that holds them, not of volumes
+    few = run_check(str(TINY), [*args, "--data.init_args.batch_size=3"], str(tmp_path / "few"))
+    warned = [p for p in few.problems if p.key == "data.init_args.root"]
+    assert warned and warned[0].severity == "warning", [str(p) for p in few.problems]
+    assert "only 10 training clips" in warned[0].message
     report = run_check(
         str(TINY), [*args, "--data.init_args.cache_bytes=100"], str(tmp_path / "check2")
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -13,26 +15,34 @@ __all__ = ["check_batch", "check_dataset_size", "mask_statistics"]
 _TINY_CONTEXT_FRACTION = 0.05
 
 
-def check_dataset_size(report: CheckReport, num_train: int, per_device: int, world: int) -> None:
-    """Class 3/5: a training split smaller than one global batch cannot fill a step."""
+def check_dataset_size(report: CheckReport, dm: Any, per_device: int, world: int) -> None:
+    """Class 3/5: a training split smaller than one global batch cannot fill a step.
+
+    The datamodule names its samples (`sample_noun`), their setting (`source_key`) and how
+    to get more (`more_data_fix`); volume datamodules' wording is the default.
+    """
+    num_train = len(dm.train_set)
+    noun = getattr(dm, "sample_noun", "volumes")
+    source_key = getattr(dm, "source_key", "data.init_args.source")
+    more = getattr(dm, "more_data_fix", "add data or check data.devices / data.split_fractions")
     global_batch = per_device * world
     if num_train < global_batch:
         report.add(
             "error",
             "data.init_args.batch_size",
-            f"the training split holds {num_train} volumes, fewer than one global batch "
+            f"the training split holds {num_train} {noun}, fewer than one global batch "
             f"({per_device} per device x {world} devices = {global_batch})",
-            f"lower data.init_args.batch_size to at most {max(num_train // world, 1)}, or add "
-            "data (check data.source, data.devices and data.split_fractions)",
+            f"lower data.init_args.batch_size to at most {max(num_train // world, 1)}, or "
+            f"{more} ({source_key})",
             "batch",
         )
     elif num_train < 4 * global_batch:
         report.add(
             "warning",
-            "data.init_args.source",
-            f"only {num_train} training volumes for a global batch of {global_batch}: every "
-            "volume repeats every few steps",
-            "add data or check data.devices / data.split_fractions",
+            source_key,
+            f"only {num_train} training {noun} for a global batch of {global_batch}: every "
+            f"one repeats every few steps",
+            more,
             "data",
         )
 

@@ -194,7 +194,7 @@ def run_check(recipe: str, overrides: list[str], out_dir: str | None = None) -> 
     out = Path(out_dir or Path(cli.config.trainer.get("default_root_dir") or "runs") / "check")
     dm, module = cli.datamodule, cli.model
     if _load_data(report, dm):
-        check_dataset_size(report, len(dm.train_set), dm.batch_size, world)
+        check_dataset_size(report, dm, dm.batch_size, world)
         if dm.sampler is not None:
             mask_statistics(report, dm.sampler, dm.grid.shape, dm.batch_size)
         batch = _first_batch(report, dm)

@@ -9,7 +9,7 @@ fmtrain generate-oct data/oct --num_participants 64 --scale 0.25
 fmtrain prepare data/oct/manifest.tsv s3://bucket/oct-prepared --size [64,384,384]
 fmtrain generate-signals data/signals --num_participants 300
 fmtrain fit --config recipes/signals_msm_demo.yaml
-fmtrain demo                                 # OCT + V-JEPA; --modality signals for ECG + PPG
+fmtrain demo                                 # OCT + V-JEPA; --modality signals | video
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ _TOOLS = {
     "prepare": "raw volumes (manifest, file list or folder; path or URL) -> prepared zarr",
     "generate-signals": "write synthetic ECG + PPG as WFDB and .vital, manifest and labels",
     "prepare-signals": "recordings -> quality-checked, normalised windows in zarr",
-    "demo": "generate data, pretrain on the CPU, probe it, write a report (--modality signals)",
+    "demo": "generate data, train on the CPU, score it, write a report (--modality signals|video)",
 }
 
 

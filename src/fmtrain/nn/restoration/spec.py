@@ -23,14 +23,15 @@ class VRTNetwork(EncoderSpec):
     """A `VRTLite` by size.
 
     Args:
-        size: `test` (debug), `small` (~2.8 M parameters) or `base` (~8.6 M); see VRT_SIZES.
+        size: `test` (debug), `tiny` (~0.2 M parameters, CPU), `small` (~2.8 M) or `base`
+            (~8.6 M); see VRT_SIZES.
         spike_bins: spike voxel bins per frame, 0 for none (the method links it from the data).
         drop_path: stochastic depth of the deepest block.
         activation_checkpointing: recompute each attention block in backward (non-reentrant,
             so it composes with torch.compile).
     """
 
-    size: Literal["test", "small", "base"] = "small"
+    size: Literal["test", "tiny", "small", "base"] = "small"
     spike_bins: int = 0
     drop_path: float = 0.1
     activation_checkpointing: bool = False

@@ -33,9 +33,11 @@ class VRTSize:
     mlp_ratio: float = 2.0
 
 
-# "test" builds the real code path in well under a second on a CPU.
+# "test" builds the real code path in well under a second on a CPU; "tiny" (~0.2 M) is the
+# largest that trains to a measurable held-out gain on a CPU in half an hour.
 VRT_SIZES: dict[str, VRTSize] = {
     "test": VRTSize(embed_dim=16, depths=(2, 2), num_heads=2, window=(2, 4, 4)),
+    "tiny": VRTSize(embed_dim=32, depths=(2, 2, 2), num_heads=2),
     "small": VRTSize(embed_dim=96, depths=(4, 4, 4), num_heads=6),
     "base": VRTSize(embed_dim=120, depths=(6, 6, 6, 6), num_heads=6),
 }
