@@ -80,3 +80,34 @@ def test_class_keys_reach_into_dataclass_settings():
     keys = class_keys(VJEPAModule)
     assert {"optimizer", "optimizer.lr", "optimizer.warmup_steps", "compile"} <= set(keys)
     assert class_keys(OptimizerConfig)[:1] == ["lr"]
+
+
+@pytest.mark.parametrize(
+    ("recipe", "override", "key", "value", "expected"),
+    [
+        ("oct_vjepa_demo", "--model.init_args.optimizer.lr=-1", "model.init_args.optimizer.lr",
+         "-1.0", "a finite rate > 0"),
+        ("oct_vjepa_demo", "--model.init_args.optimizer.lr=0", "model.init_args.optimizer.lr",
+         "0.0", "a finite rate > 0"),
+        ("oct_vjepa_demo", "--model.init_args.optimizer.start_lr=0.01",
+         "model.init_args.optimizer.start_lr", "0.01", "at most the peak"),
+        ("oct_vjepa_demo", "--model.init_args.optimizer.weight_decay=-0.1",
+         "model.init_args.optimizer.weight_decay", "-0.1", "finite, >= 0"),
+        ("oct_vjepa_demo", "--model.init_args.predictor.depth=0",
+         "model.init_args.predictor.depth", "0", "at least 1 block"),
+        ("oct_vjepa_demo", "--model.init_args.predictor.num_heads=5",
+         "model.init_args.predictor.num_heads", "5",
+         "a divisor of model.init_args.predictor.embed_dim=64 (e.g. 4 or 8)"),
+        ("oct_mae_demo", "--model.init_args.decoder.depth=0", "model.init_args.decoder.depth",
+         "0", "at least 1 block"),
+        ("oct_vjepa_demo", "--model.init_args.ema.final_momentum=0.9",
+         "model.init_args.ema.final_momentum", "0.9", ">= model.init_args.ema.momentum"),
+    ],
+)  # fmt: skip
+def test_numeric_settings_are_validated_where_they_are_declared(
+    tmp_path, recipe, override, key, value, expected
+):
+    path = str(REPO / "recipes" / f"{recipe}.yaml")
+    (error,) = run_check(path, [override], str(tmp_path)).errors
+    assert (error.key, error.value) == (key, value)
+    assert error.message.startswith(f"expected {expected}")
