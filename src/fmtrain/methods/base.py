@@ -206,8 +206,11 @@ class PretrainMethod(pl.LightningModule):
             )
         return max_steps
 
-    def schedule_values(self, step: int) -> dict[str, float]:
-        o, total = self.optimizer_config, self._total_steps()
+    def schedule_values(self, step: int, total_steps: int | None = None) -> dict[str, float]:
+        """Every schedule's value at `step` of a run of `total_steps` (default: the
+        trainer's max_steps); `check` walks the whole run with it before training."""
+        o = self.optimizer_config
+        total = total_steps if total_steps is not None else self._total_steps()
         values = {
             "lr": warmup_cosine(
                 step,
