@@ -102,6 +102,16 @@ def test_class_keys_reach_into_dataclass_settings():
          "0", "at least 1 block"),
         ("oct_vjepa_demo", "--model.init_args.ema.final_momentum=0.9",
          "model.init_args.ema.final_momentum", "0.9", ">= model.init_args.ema.momentum"),
+        ("oct_vjepa_demo", "--data.init_args.spacing=[0,0.03,0.094]", "data.init_args.spacing",
+         "[0.0, 0.03, 0.094]", "finite numbers > 0"),
+        ("oct_vjepa_demo", "--data.init_args.batch_size=0", "data.init_args.batch_size", "0",
+         "a whole number >= 1"),
+        ("oct_vjepa_demo", "--data.init_args.num_workers=-1", "data.init_args.num_workers", "-1",
+         "a whole number >= 0"),
+        ("oct_vjepa_demo", "--data.init_args.max_skip_fraction=2",
+         "data.init_args.max_skip_fraction", "2.0", "a fraction in [0, 1]"),
+        ("signals_msm_demo", "--data.init_args.prepare_workers=0",
+         "data.init_args.prepare_workers", "0", "a whole number >= 1"),
     ],
 )  # fmt: skip
 def test_numeric_settings_are_validated_where_they_are_declared(
@@ -111,3 +121,19 @@ def test_numeric_settings_are_validated_where_they_are_declared(
     (error,) = run_check(path, [override], str(tmp_path)).errors
     assert (error.key, error.value) == (key, value)
     assert error.message.startswith(f"expected {expected}")
+
+
+def test_loader_workers_far_beyond_the_cores_warn_with_the_count(tmp_path):
+    from fmtrain.check.problems import CheckReport
+    from fmtrain.check.runner import _check_workers
+
+    report = CheckReport(recipe="r")
+    _check_workers(report, 1)
+    assert not report.problems and "1 in the recipe" in report.performance["loader workers"]
+    _check_workers(report, 10_000)
+    (warning,) = report.problems
+    assert (warning.key, warning.value, warning.severity) == (
+        "data.init_args.num_workers",
+        "10000",
+        "warning",
+    )

@@ -29,7 +29,7 @@ _GROUP = re.compile(r"Group '([\w.]+)' does not accept option '([\w.]+)'")
 _UNRECOGNIZED = re.compile(r"unrecognized arguments: --([\w.]+)(?:=(\S*))?")
 # fmtrain's own validators start their messages with the full key, often with its value
 _KEYED = re.compile(
-    r"^((?:model|data|trainer|checkpoint)\.[\w.\[\]]+?)(?:=(\S+?))?"
+    r"^((?:model|data|trainer|checkpoint)\.[\w.\[\]]+?)(?:=(\[[^\]]*\]|\(.*?\)|\S+?))?"
     r"(?::\s*|\s+(?=is\b|must\b|has\b|does\b))(.*)$"
 )
 _NOISE = ("Expected a <class 'NoneType'>", "Given value", "Subtypes:", "Errors:")

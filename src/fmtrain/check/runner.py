@@ -8,6 +8,7 @@ nodes and accumulation are kept for the batch arithmetic.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import tempfile
@@ -170,7 +171,26 @@ def _check_device(report: CheckReport, precision: str, accelerator: str) -> None
         )
 
 
+def _check_workers(report: CheckReport, workers: int) -> None:
+    """Loader workers far beyond the cores here: they compete for cores instead of helping."""
+    cores = os.cpu_count() or 1
+    report.performance["loader workers"] = (
+        f"{workers} in the recipe, {cores} cores here (check reads its batches in-process)"
+    )
+    if workers > 2 * cores:
+        report.add(
+            "warning",
+            "data.init_args.num_workers",
+            f"{workers} loader workers on a machine with {cores} cores: each is a process with "
+            "its own copy of the dataset state, and they compete for the cores",
+            f"use at most {cores} here (about one per core, divided among the GPUs of a node)",
+            "data",
+            value=str(workers),
+        )
+
+
 def _load_data(report: CheckReport, dm) -> bool:
+    _check_workers(report, int(dm.num_workers))
     dm.num_workers = 0  # batches in this process: a worker crash would hide the reason
     try:
         dm.prepare_data()

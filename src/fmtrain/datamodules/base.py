@@ -26,6 +26,7 @@ from fmtrain.core.grid import TokenGrid
 from fmtrain.core.storage import is_remote
 from fmtrain.data.preparation import is_complete
 from fmtrain.datamodules.batch import MaskCollator, MaskedBatch
+from fmtrain.datamodules.settings import require_loader_settings
 from fmtrain.datamodules.stream import stream_loader
 from fmtrain.masks import MaskSampler, MultiBlock
 
@@ -132,6 +133,7 @@ class PreparedDataModule(pl.LightningDataModule):
         seed: int,
     ) -> None:
         super().__init__()
+        require_loader_settings(batch_size, val_batch_size, num_workers)
         self.grid = grid
         self.sampler = sampler_from_recipe(masks)
         if self.sampler is not None:

@@ -20,6 +20,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from fmtrain.data.video.clips import FrameCache
 from fmtrain.data.video.restoration_clips import SPIKE_STREAM, RestorationClips
+from fmtrain.datamodules.settings import (
+    require_loader_settings,
+    require_positive,
+    require_whole,
+)
 from fmtrain.datamodules.stream import stream_loader
 
 log = logging.getLogger("fmtrain.data")
@@ -161,15 +166,12 @@ class RestorationDataModule(pl.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if clip_length < 1 or clip_stride < 1 or min(crop) < 1 or batch_size < 1:
-            raise ValueError(
-                "data.init_args: clip_length, clip_stride, crop and batch_size must be >= 1, got "
-                f"{clip_length}, {clip_stride}, {list(crop)}, {batch_size}"
-            )
-        if cache_bytes < 0:
-            raise ValueError(f"data.init_args.cache_bytes must be >= 0, got {cache_bytes}")
-        if spike_bins < 0:
-            raise ValueError(f"data.init_args.spike_bins must be >= 0, got {spike_bins}")
+        require_loader_settings(batch_size, val_batch_size, num_workers)
+        require_whole("clip_length", clip_length, 1)
+        require_whole("clip_stride", clip_stride, 1)
+        require_positive("crop", crop)
+        require_whole("cache_bytes", cache_bytes, 0)
+        require_whole("spike_bins", spike_bins, 0)
         self.root = root
         self.train_split, self.val_split = train_split, val_split
         self.clip_length, self.clip_stride = clip_length, clip_stride

@@ -27,6 +27,7 @@ from fmtrain.data.signals.prepared import PreparedSignals
 from fmtrain.data.signals.windows import WindowConfig
 from fmtrain.data.splits import DEFAULT_FRACTIONS
 from fmtrain.datamodules.base import PreparedDataModule
+from fmtrain.datamodules.settings import require_preparation
 from fmtrain.masks import MaskSampler
 
 log = logging.getLogger("fmtrain.data")
@@ -145,6 +146,7 @@ class SignalDataModule(PreparedDataModule):
             **({"bands": _merged_bands(bands)} if bands else {}),
         )
         self.split_fractions = dict(split_fractions or DEFAULT_FRACTIONS)
+        require_preparation(prepare_workers, max_skip_fraction)
         self.prepare_workers = prepare_workers
         self.max_skip_fraction = max_skip_fraction
         self.prepared = prepared or self.default_prepared_location(

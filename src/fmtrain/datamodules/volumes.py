@@ -13,6 +13,7 @@ from fmtrain.data.volumes.augment import AugmentConfig, augment
 from fmtrain.data.volumes.prepare import prepare_dataset, prepare_params_match
 from fmtrain.data.volumes.prepared import PreparedDataset
 from fmtrain.datamodules.base import PreparedDataModule
+from fmtrain.datamodules.settings import require_positive, require_preparation
 from fmtrain.masks import MaskSampler, MultiBlockSpec
 
 log = logging.getLogger("fmtrain.data")
@@ -100,6 +101,8 @@ class VolumeDataModule(PreparedDataModule):
             "anatomic_regions": anatomic_regions,
             "lateralities": lateralities,
         }
+        require_positive("spacing", spacing)
+        require_preparation(prepare_workers, max_skip_fraction)
         self.spacing = tuple(spacing)
         self.split_fractions = dict(split_fractions or DEFAULT_FRACTIONS)
         self.prepare_workers = prepare_workers
