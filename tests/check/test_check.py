@@ -216,3 +216,33 @@ def test_a_warmup_that_fills_the_shortened_run_is_flagged_with_a_value(oct_datas
     assert "never reaches its peak" in _error(report, "warmup_steps").message
     report = _check(oct_dataset, tmp_path, "--trainer.max_steps=-1")
     assert _error(report, "trainer.max_steps").category == "schedule"
+
+
+def test_step_time_is_measured_at_the_recipes_batch_and_compile_is_reported_apart(
+    oct_dataset, tmp_path
+):
+    plain = _check(oct_dataset, tmp_path / "plain")
+    batch = 2  # tests/recipes/oct_vjepa_tiny.yaml: small enough to time at its own batch
+    method = plain.performance["step time method"]
+    assert method == f"measured at batch {batch} (median after a warm-up)"
+    assert plain.performance[f"step time at data.batch_size={batch} (s)"] > 0
+    assert "compile warm-up, first passes (s)" not in plain.performance
+    compiled = _check(
+        oct_dataset,
+        tmp_path / "compiled",
+        "--model.init_args.compile=true",
+        "--model.init_args.compile_backend=aot_eager",
+    )
+    assert not compiled.errors, [str(p) for p in compiled.errors]
+    assert compiled.performance["compile warm-up, first passes (s)"] > 0
+    assert compiled.performance["step time method"].startswith("measured at batch")
+
+
+def test_step_time_between_two_measured_sizes_is_a_line_through_them():
+    from fmtrain.check.step import _predict
+
+    seconds, method = _predict({1: 0.30, 2: 0.50}, 8)
+    assert seconds == pytest.approx(0.10 + 0.20 * 8)  # t = 0.1 s + 0.2 s x batch
+    assert "through batches 1 and 2" in method
+    seconds, method = _predict({2: 0.4}, 8)
+    assert seconds == pytest.approx(1.6) and "one size" in method

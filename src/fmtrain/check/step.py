@@ -3,7 +3,10 @@
 Activation memory is measured as the bytes autograd saves for backward (a saved-tensors
 hook), which works on CPU and GPU alike; on a GPU the allocator's peak is reported too.
 Estimates for the full per-device batch scale activations linearly with the batch and add
-parameters, gradients and AdamW's two moments.
+parameters, gradients and AdamW's two moments. Step time is measured at the recipe's
+per-device batch when that is cheap enough here, else at two sizes and fitted (t = a + b x
+batch), always after an untimed warm-up pass; with compile, the first (compiling) passes are
+reported apart.
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ def _saved_bytes(module, batch, autocast) -> tuple[int, torch.Tensor]:
 
 def run_step(report: CheckReport, module, batch, per_device: int, precision: str) -> None:
     """Stages, parameter counts, loss/gradient finiteness, step time and memory."""
+    full_batch = batch
     method = module.method
     device = next(method.parameters()).device
     # one sample when a sample alone is big (e.g. 9,216 tokens of ViT-B on a CPU)
@@ -96,6 +100,7 @@ def run_step(report: CheckReport, module, batch, per_device: int, precision: str
     )
     method.train()
     recipe_ac = module.activation_checkpointing
+    compiled = module.compile_backend is not None
     activations, seconds = {}, {}
     for enable in (False, True):
         module.set_activation_checkpointing(enable)
@@ -106,34 +111,23 @@ def run_step(report: CheckReport, module, batch, per_device: int, precision: str
         if not enable:
             _check_finite(report, module, batch, loss)
     module.set_activation_checkpointing(recipe_ac)
+    if compiled:  # the passes above compiled the graphs: their time is not a step's
+        report.performance["compile warm-up, first passes (s)"] = round(sum(seconds.values()), 2)
 
-    times = []
-    if cuda:  # warm-up, then timed passes; on the CPU the measured passes above suffice
+    if cuda:
         torch.cuda.reset_peak_memory_stats(device)
-        for i in range(3):
-            method.zero_grad(set_to_none=True)
-            torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            with autocast:
-                loss = module.run_forward(batch).loss
-            loss.backward()
-            torch.cuda.synchronize(device)
-            if i:
-                times.append(time.perf_counter() - start)
-    else:
-        times = [seconds[False]]
+    timing = _time_steps(module, full_batch, per_device, m, autocast, device)
     method.zero_grad(set_to_none=True)
-    step = statistics.median(times)
-    # fp32 weights, gradients and AdamW's two moments; frozen parts (an EMA target) weights only
-    fixed = 4 * 4 * trainable + 4 * frozen
+    fixed = 4 * 4 * trainable + 4 * frozen  # fp32 weights, grads, AdamW moments; frozen: weights
     mib = 2**20
     perf = report.performance
     perf["micro-batch"] = m
-    perf["forward+backward per micro-batch (s)"] = round(step, 4)
-    perf["forward+backward with checkpointing (s)"] = round(seconds[True], 4)
-    perf[f"estimated per step at data.batch_size={per_device} (s)"] = round(
-        step * per_device / m, 3
-    )
+    perf["forward+backward per micro-batch (s)"] = round(timing.get(m, seconds[False]), 4)
+    if not compiled:
+        perf["forward+backward with checkpointing (s)"] = round(seconds[True], 4)
+    predicted, method_used = _predict(timing, per_device)
+    perf[f"step time at data.batch_size={per_device} (s)"] = round(predicted, 4)
+    perf["step time method"] = method_used
     for enable, label in ((False, "without"), (True, "with")):
         per_sample = activations[enable] / m
         micro = round(activations[enable] / mib, 1)
@@ -143,9 +137,69 @@ def run_step(report: CheckReport, module, batch, per_device: int, precision: str
         )
     perf["activation checkpointing in recipe"] = recipe_ac
     if cuda:
-        perf["measured peak CUDA memory, micro-batch (MiB)"] = round(
+        perf["measured peak CUDA memory, timed batches (MiB)"] = round(
             torch.cuda.max_memory_allocated(device) / mib, 1
         )
+
+
+# Seconds of timed passes check may spend on a second batch size: the recipe's batch when its
+# passes fit (judged from the micro-batch's), else twice the micro-batch, else none.
+_TIMING_BUDGET_S = 10.0
+
+
+def _one_pass(module, batch, autocast, device) -> float:  # type: ignore[no-untyped-def]
+    cuda = device.type == "cuda"
+    module.method.zero_grad(set_to_none=True)
+    if cuda:
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    with autocast:
+        loss = module.run_forward(batch).loss
+    loss.backward()
+    if cuda:
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def _time_steps(module, batch, per_device: int, m: int, autocast, device) -> dict[int, float]:  # type: ignore[no-untyped-def]
+    """Median forward + backward seconds per batch size, each after an untimed warm-up pass
+    (allocator, autotuning and, with compile, a recompile for the shape): micro-batch m
+    first, then the recipe's per-device batch when its passes fit the time budget, else 2m."""
+    available = batch.inputs.shape[0]
+    repeats = 3 if device.type == "cuda" else 2
+    timing: dict[int, float] = {}
+
+    def measure(size: int) -> None:
+        part = move_data_to_device(batch.head(size), device)
+        _one_pass(module, part, autocast, device)  # warm-up
+        timing[size] = statistics.median(
+            _one_pass(module, part, autocast, device) for _ in range(repeats)
+        )
+
+    measure(m)
+    cost = (1 + repeats) * timing[m] / m  # seconds per sample of a warm-up and timed passes
+    if per_device != m and available >= per_device and cost * per_device <= _TIMING_BUDGET_S:
+        measure(per_device)
+    elif per_device > m and available >= 2 * m and cost * 2 * m <= _TIMING_BUDGET_S:
+        measure(2 * m)
+    return timing
+
+
+def _predict(timing: dict[int, float], per_device: int) -> tuple[float, str]:
+    """Step time at the per-device batch, and how it was obtained."""
+    if per_device in timing:
+        return timing[per_device], f"measured at batch {per_device} (median after a warm-up)"
+    sizes = sorted(timing)
+    if len(sizes) == 1:
+        (b,) = sizes
+        return timing[b] * per_device / b, f"scaled linearly from batch {b} (one size fitted)"
+    b1, b2 = sizes[0], sizes[-1]
+    slope = (timing[b2] - timing[b1]) / (b2 - b1)
+    intercept = timing[b1] - slope * b1
+    predicted = max(intercept + slope * per_device, timing[b2])
+    return predicted, (
+        f"fitted t = {intercept:.4f} s + {slope:.4f} s x batch through batches {b1} and {b2}"
+    )
 
 
 def _check_finite(report: CheckReport, module, batch, loss: torch.Tensor) -> None:
