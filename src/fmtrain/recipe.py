@@ -20,7 +20,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from fmtrain.engine import batch_finder, checkpoint_io, oom, resume
+from fmtrain.engine.announce import announce
 from fmtrain.engine.global_batch import global_batch_mismatch
+from fmtrain.engine.warning_summary import collect_warnings, format_warning_summary
 from fmtrain.eval.monitors import CollapseMonitor
 
 __all__ = ["FmtrainCLI", "build_recipe", "model_class"]
@@ -229,8 +231,12 @@ class FmtrainCLI(LightningCLI):
         """
         if self.config[self.subcommand].get("resume") and kwargs.get("ckpt_path") is None:
             kwargs["ckpt_path"] = resume.resume_checkpoint(self.trainer)
-        with oom.exit_on_oom(oom.memory_settings(self.trainer, model, self.datamodule)):
-            self.trainer.fit(model, **kwargs)
+        with collect_warnings() as seen:
+            try:
+                with oom.exit_on_oom(oom.memory_settings(self.trainer, model, self.datamodule)):
+                    self.trainer.fit(model, **kwargs)
+            finally:  # also when the run stops early: what went wrong on the way matters most
+                announce(format_warning_summary(seen))
 
     def _check_global_batch(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config

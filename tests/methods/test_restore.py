@@ -165,3 +165,18 @@ def test_channels_last_on_a_5d_path_is_refused_naming_the_key():
     # the same network without channels_last builds and runs
     module = RestorationModule(input_size=(4, 32, 32), network=Conv3dNetwork(size="test"))
     assert module.method.network(torch.rand(1, 4, 3, 32, 32)).shape == (1, 4, 3, 32, 32)
+
+
+def test_fit_ends_with_a_summary_of_the_runs_warnings(pairs, tmp_path, caplog):
+    import logging
+
+    _write_split(pairs, "train", {"short": 2}, same=False, seed=2)  # shorter than a clip
+    out = tmp_path / "run"
+    args = ["fit", "--config", str(TINY), f"--data.init_args.root={pairs}"]
+    args += [f"--trainer.default_root_dir={out}", f"--checkpoint.dirpath={out}/ckpt"]
+    args += [f"--trainer.logger.init_args.save_dir={out}", "--trainer.max_steps=1"]
+    with caplog.at_level(logging.INFO, logger="fmtrain"):
+        run_cli(args)
+    summary = [r.message for r in caplog.records if "during this run" in r.message]
+    assert summary, [r.message for r in caplog.records]
+    assert "1 x split 'train': " in summary[-1] and "'short'" in summary[-1]
