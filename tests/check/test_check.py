@@ -166,17 +166,60 @@ def test_class9_non_finite_values_in_stored_data(oct_dataset, tmp_path):
     damaged = tmp_path / "damaged"
     shutil.copytree(prepared[0], damaged)
     train = zarr.open_group(str(damaged / "volumes.zarr"), mode="r+")["train"]
-    for i in range(train.shape[0]):
-        volume = np.asarray(train[i])
-        volume[0, 0, :4] = np.nan
-        train[i] = volume
+    last = train.shape[0] - 1  # one damaged volume: most batches, the first included, are clean
+    volume = np.asarray(train[last])
+    volume[0, 0, :4] = np.nan
+    train[last] = volume
     report = _check(
         oct_dataset,
         tmp_path,
         "--data.init_args.source=null",
         f"--data.init_args.prepared={damaged}",
+        "--data.init_args.batch_size=1",
     )
-    assert "contain NaN" in _error(report, "data.init_args.prepared").message
+    error = _error(report, "data.init_args.prepared", "contain NaN")
+    key = json.loads((damaged / "samples.json").read_text())["train"][last]["key"]
+    assert key in error.message and "non-finite values" in error.message
+
+
+def _copy_prepared(oct_dataset, tmp_path, edit):
+    prepared = next(
+        p
+        for p in (oct_dataset / ".fmtrain_prepared").iterdir()
+        if json.loads((p / "prepare.json").read_text())["size"] == [8, 32, 32]
+    )
+    copy = tmp_path / "copy"
+    shutil.copytree(prepared, copy)
+    samples = json.loads((copy / "samples.json").read_text())
+    edit(samples)
+    (copy / "samples.json").write_text(json.dumps(samples))
+    return ["--data.init_args.source=null", f"--data.init_args.prepared={copy}"]
+
+
+def test_prepare_records_every_samples_values_and_check_reads_all_of_them(oct_dataset, tmp_path):
+    report = _check(oct_dataset, tmp_path / "ok")
+    assert not report.errors
+    low, high = report.performance["stored values, every sample (min / max)"].split(" / ")
+    assert float(low) < 0 < float(high)  # normalised per volume
+    total = report.performance["samples with finite values on record"]
+    assert total.split(" of ")[0] == total.split(" of ")[1]
+
+    def mark_last_val_sample(samples):  # what prepare records for a sample it found damaged
+        samples["val"][-1]["stats"] = {"finite": False, "non_finite": 3}
+
+    args = _copy_prepared(oct_dataset, tmp_path / "bad", mark_last_val_sample)
+    report = _check(oct_dataset, tmp_path / "bad", *args)
+    assert "stored samples hold NaN/Inf" in _error(report, "data.init_args.prepared").message
+
+    def forget_stats(samples):  # a dataset prepared before fmtrain recorded values
+        for split in samples.values():
+            for sample in split:
+                sample.pop("stats", None)
+
+    args = _copy_prepared(oct_dataset, tmp_path / "old", forget_stats)
+    report = _check(oct_dataset, tmp_path / "old", *args)
+    assert not report.errors
+    assert any("have no value record" in p.message for p in report.problems)
 
 
 def test_class10_precision_the_device_cannot_run(oct_dataset, tmp_path):

@@ -70,6 +70,10 @@ def test_prepare_writes_normalized_volumes_and_counts_every_skip(oct_dataset, tm
             v = volumes.load(i)
             assert v.shape == (1, *SIZE)
             assert abs(float(v.mean())) < 1e-2 and abs(float(v.std()) - 1) < 1e-2
+            stats = volumes.samples[i]["stats"]  # recorded from the stored values themselves
+            assert stats["finite"] and stats["non_finite"] == 0
+            assert stats["min"] == pytest.approx(float(v.min()), abs=1e-3)
+            assert stats["max"] == pytest.approx(float(v.max()), abs=1e-3)
         participants = {s["participant_id"] for s in volumes.samples}
         assert not participants & seen  # no participant in two splits
         seen |= participants

@@ -9,7 +9,7 @@ import torch
 
 from fmtrain.check.problems import CheckReport
 
-__all__ = ["check_batch", "check_dataset_size", "mask_statistics"]
+__all__ = ["check_batch", "check_dataset_size", "mask_statistics", "report_non_finite"]
 
 # A context below this fraction of the grid leaves the predictor almost nothing to go on.
 _TINY_CONTEXT_FRACTION = 0.05
@@ -96,35 +96,51 @@ def check_batch(report: CheckReport, batch, model, dm) -> bool:
     for i, (ctx, tgt) in enumerate(zip(contexts, targets, strict=False)):
         ok &= _check_indices(report, i, ctx, tgt, x.shape[0], n, dm)
     if not bool(torch.isfinite(x).all()):
-        _report_non_finite(report, batch, dm)
+        report_non_finite(report, batch, dm)
         ok = False
     return ok
 
 
-def _report_non_finite(report: CheckReport, batch, dm) -> None:
-    """Say whether the stored volumes or the augmentation made the non-finite values."""
+def report_non_finite(
+    report: CheckReport,
+    batch: Any,
+    dm: Any,
+    where: str = "the first batch",
+) -> None:
+    """Say whether the stored samples or the augmentation made the non-finite values."""
     ids = batch.sample_ids.tolist() if batch.sample_ids is not None else []
-    stored = [i for i in ids if not bool(torch.isfinite(dm.train_set.load(i)).all())]
+    stored = [i for i in ids if not bool(torch.isfinite(torch.as_tensor(_stored(dm, i))).all())]
     count = int((~torch.isfinite(batch.inputs)).sum())
     if stored:
         keys = [dm.train_set.samples[i]["key"] for i in stored]
+        prepared = getattr(dm, "prepared", None)
         report.add(
             "error",
-            "data.init_args.prepared",
-            f"the batch holds {count} non-finite values; stored volumes {keys} contain NaN/Inf",
-            f"prepare the data again (prepare refuses non-finite volumes) into a new "
-            f"location; the damaged dataset is {dm.prepared}",
+            "data.init_args.prepared" if prepared else getattr(dm, "source_key", "data"),
+            f"{where} holds {count} non-finite values; stored samples {keys} contain NaN/Inf",
+            f"prepare the data again (prepare refuses non-finite samples) into a new "
+            f"location; the damaged dataset is {prepared}"
+            if prepared
+            else "replace those files",
             "numerics",
         )
     else:
         report.add(
             "error",
             "data.init_args.augment",
-            f"the batch holds {count} non-finite values, but the stored volumes are finite: "
+            f"{where} holds {count} non-finite values, but the stored samples are finite: "
             "the augmentation made them",
             "check the data.augment settings",
             "numerics",
         )
+
+
+def _stored(dm: Any, index: int) -> Any:
+    """Sample `index` of the training split as stored (restoration clips: their frames)."""
+    sample = dm.train_set.load(index)
+    if isinstance(sample, dict):
+        return np.concatenate([np.asarray(v, dtype=np.float32).ravel() for v in sample.values()])
+    return sample
 
 
 def _check_indices(report, family, ctx, tgt, batch, n, dm) -> bool:

@@ -26,6 +26,7 @@ from fmtrain.check.problems import CheckReport
 from fmtrain.check.schedules import check_schedules
 from fmtrain.check.step import run_step
 from fmtrain.check.storage import probe_writable
+from fmtrain.check.values import check_stored_values, scan_batches
 from fmtrain.engine.global_batch import global_batch_mismatch
 from fmtrain.recipe import FmtrainCLI, build_recipe
 
@@ -240,6 +241,7 @@ def run_check(recipe: str, overrides: list[str], out_dir: str | None = None) -> 
     dm, module = cli.datamodule, cli.model
     if _load_data(report, dm):
         check_dataset_size(report, dm, dm.batch_size, world)
+        check_stored_values(report, dm)
         if dm.sampler is not None:
             mask_statistics(report, dm.sampler, dm.grid.shape, dm.batch_size)
         batch = _first_batch(report, dm)
@@ -273,12 +275,13 @@ def _step(report: CheckReport, module, batch, per_device: int, precision: str) -
 def _first_batch(report: CheckReport, dm):
     try:
         loader = iter(dm.train_dataloader())
-        batches = [next(loader) for _ in range(2)]
+        first = next(loader)
+        scan_batches(report, loader, dm)  # the batches after it: NaN/Inf anywhere in them
     except Exception as err:
         report.add("error", "data.init_args", f"building a batch failed: {type(err).__name__}: "
                    f"{err}", "see the message", "data")  # fmt: skip
         return None
-    return batches[0]
+    return first
 
 
 def _finish(report: CheckReport, out: str | Path, start: float) -> CheckReport:

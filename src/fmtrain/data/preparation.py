@@ -14,12 +14,36 @@ from tqdm.auto import tqdm
 from fmtrain.core.storage import exists, filesystem, join, read_bytes, write_bytes
 
 __all__ = [
+    "NON_FINITE_STORED",
     "finished_records",
     "is_complete",
     "progress_url",
     "run_tasks",
+    "stored_value_stats",
     "write_or_match_json",
 ]
+
+# the skip reason of an item whose stored (float16) values are not all finite
+NON_FINITE_STORED = "non_finite_stored"
+
+
+def stored_value_stats(stored: Any) -> dict[str, Any]:
+    """What `check` reads instead of the data: whether the values as stored are all finite,
+    and their range, mean and spread (over the finite ones, in float32)."""
+    import numpy as np
+
+    values = np.asarray(stored, dtype=np.float32)
+    finite = np.isfinite(values)
+    kept = values[finite]
+    summary: dict[str, Any] = {"finite": bool(finite.all()), "non_finite": int((~finite).sum())}
+    if kept.size:
+        summary.update(
+            min=round(float(kept.min()), 4),
+            max=round(float(kept.max()), 4),
+            mean=round(float(kept.mean()), 4),
+            std=round(float(kept.std()), 4),
+        )
+    return summary
 
 
 def write_or_match_json(url: str, value: Any, storage_options: dict | None, what: str) -> None:

@@ -55,6 +55,10 @@ class _Inputs:
     def __len__(self) -> int:
         return len(self.split)
 
+    def value_records(self) -> list[dict]:
+        """The stored split's per-sample value records (what `check` reads)."""
+        return self.split.value_records()
+
     def load(self, index: int) -> torch.Tensor:
         stored = self.split.load(index)
         return stored if self.to_input is None else self.to_input(stored)

@@ -24,9 +24,11 @@ import numpy as np
 from fmtrain.core.storage import is_remote, join, local_path, write_bytes
 from fmtrain.data.items import CatalogItem
 from fmtrain.data.preparation import (
+    NON_FINITE_STORED,
     finished_records,
     progress_url,
     run_tasks,
+    stored_value_stats,
     write_or_match_json,
 )
 from fmtrain.data.signals.catalog import read_signal_catalog
@@ -100,6 +102,14 @@ def _process(task: _Task) -> dict:
         path = _local_file(item.paths[0], task.storage_options, task.cache_dir)
         recording = read_recording(path, **declared)
         kept, rejected = cut_windows(recording, task.windows)
+        stored = kept.astype(np.float16)
+        stats = stored_value_stats(stored)
+        if not stats["finite"]:  # e.g. an unscaled channel beyond float16's range
+            raise SignalReadError(
+                NON_FINITE_STORED,
+                item.key,
+                f"{stats['non_finite']} window values are NaN/Inf once stored as float16",
+            )
         group = open_windows_group(task.out, task.storage_options, "a")
         array = group.create_array(
             array_name(task.split, task.index),
@@ -108,9 +118,10 @@ def _process(task: _Task) -> dict:
             dtype="float16",
             overwrite=True,
         )
-        array[:] = kept.astype(np.float16)
+        array[:] = stored
         record.update(
             status="ok",
+            stats=stats,
             windows=int(kept.shape[0]),
             rejected=dict(rejected),
             raw_rate=float(recording.rate),
@@ -231,10 +242,11 @@ def prepare_signals(
         _process, tasks, workers, progress=progress, desc="preparing signals", unit="rec"
     )
     keep = ("index", "key", "participant_id", "device", "attributes", "windows", "raw_rate")
+    keep += ("stats",)  # absent from records of an older fmtrain: None
     samples = {
         split: sorted(
             (
-                {k: r[k] for k in keep}
+                {k: r.get(k) for k in keep}
                 for r in records
                 if r["split"] == split and r["status"] == "ok"
             ),

@@ -81,6 +81,10 @@ class PreparedSignalSplit:
         self._cached: dict[int, np.ndarray] = {}
         self._cached_bytes = 0
 
+    def value_records(self) -> list[dict]:
+        """One record per stored recording (``key``, ``stats``: finite, range; see prepare)."""
+        return self.recordings
+
     def __len__(self) -> int:
         return len(self.samples)
 

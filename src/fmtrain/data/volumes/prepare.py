@@ -20,9 +20,11 @@ import numpy as np
 
 from fmtrain.core.storage import join, write_bytes
 from fmtrain.data.preparation import (
+    NON_FINITE_STORED,
     finished_records,
     progress_url,
     run_tasks,
+    stored_value_stats,
     write_or_match_json,
 )
 from fmtrain.data.splits import DEFAULT_FRACTIONS, assign_splits, split_counts
@@ -96,9 +98,19 @@ def _process(task: _Task) -> dict:
         prepared = prepare_volume(
             volume.array, volume.spacing, target_spacing=task.spacing, size=task.size
         )
-        _array(task)[task.index] = prepared.astype(np.float16)
+        stored = prepared.astype(np.float16)
+        stats = stored_value_stats(stored)
+        if not stats["finite"]:  # e.g. values beyond float16's range after preprocessing
+            raise VolumeReadError(
+                NON_FINITE_STORED,
+                item.key,
+                f"{stats['non_finite']} values are NaN/Inf once stored as float16 (largest "
+                f"finite input {float(np.nanmax(np.abs(prepared))):.3g})",
+            )
+        _array(task)[task.index] = stored
         record.update(
             status="ok",
+            stats=stats,
             raw_shape=list(volume.shape),
             raw_spacing=[round(float(s), 6) for s in volume.spacing],
             fallbacks=list(volume.metadata.get("fallbacks", [])),
@@ -265,8 +277,8 @@ def prepare_dataset(
     samples = {
         split: sorted(
             (
-                {k: r[k] for k in ("index", "key", "participant_id", "device", "attributes",
-                                   "raw_shape", "raw_spacing")}
+                {k: r.get(k) for k in ("index", "key", "participant_id", "device",
+                                       "attributes", "raw_shape", "raw_spacing", "stats")}
                 for r in records
                 if r["split"] == split and r["status"] == "ok"
             ),

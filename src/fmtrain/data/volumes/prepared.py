@@ -67,6 +67,10 @@ class PreparedSplit:
             self._array = open_zarr_group(self.url, self.storage_options, "r")[self.split]
         return self._array
 
+    def value_records(self) -> list[dict]:
+        """One record per stored volume (``key``, ``stats``: finite, range; see prepare)."""
+        return self.samples
+
     def load(self, index: int) -> torch.Tensor:
         volume = np.asarray(self.array[self.indices[index]], dtype=np.float32)
         return torch.from_numpy(volume)[None]
