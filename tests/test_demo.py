@@ -5,6 +5,7 @@ spectra picture."""
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import pytest
 
@@ -39,14 +40,15 @@ def test_video_demo_trains_on_pairs_from_real_video_and_scores_a_held_out_one(tm
         bundled_videos(["carphone_pristine.mp4"]),
         bundled_videos(["carphone_distorted.mp4"]),
     )
-    results = run_demo(
+    demo = partial(
+        run_demo,
         modality="video",
         recipe="tests/recipes/restore_tiny.yaml",
         out_dir=str(tmp_path),
-        max_steps=2,
         train_videos=train,
         test_videos=test,
     )
+    results = demo(max_steps=2)
     assert results["steps"] == 2
     assert [p["pairs"] for p in results["pairs"]] == [17, 17]  # 120 frames, 7 per blurry one
     held_out = results["held_out"]
@@ -55,14 +57,7 @@ def test_video_demo_trains_on_pairs_from_real_video_and_scores_a_held_out_one(tm
     assert (tmp_path / "restoration.png").stat().st_size > 10_000
     assert "![held-out frame](restoration.png)" in (tmp_path / "report.md").read_text()
     # a second run reuses the pairs instead of refusing the existing folders
-    again = run_demo(
-        modality="video",
-        recipe="tests/recipes/restore_tiny.yaml",
-        out_dir=str(tmp_path),
-        max_steps=1,
-        train_videos=train,
-        test_videos=test,
-    )
+    again = demo(max_steps=1)
     assert all(p.get("reused") for p in again["pairs"])
 
 
