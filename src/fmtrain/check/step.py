@@ -83,9 +83,12 @@ def run_step(report: CheckReport, module, batch, per_device: int, precision: str
     full_batch = batch
     method = module.method
     device = next(method.parameters()).device
-    # one sample when a sample alone is big (e.g. 9,216 tokens of ViT-B on a CPU)
+    recipe_ac = module.activation_checkpointing
+    # one sample when a sample alone is big (e.g. 9,216 tokens of ViT-B on a CPU), or when the
+    # recipe checkpoints activations: it says they are too large to keep
     width = getattr(module.evaluation_encoder(), "embed_dim", 768)
-    m = 1 if module.grid.num_tokens * width > 2_000_000 else min(2, batch.inputs.shape[0])
+    big = module.grid.num_tokens * width > 2_000_000 or recipe_ac
+    m = 1 if big else min(2, batch.inputs.shape[0])
     batch = move_data_to_device(batch.head(m), device)
     _record_stages(report, module, batch)
     for name, child in method.named_children():
@@ -99,16 +102,24 @@ def run_step(report: CheckReport, module, batch, per_device: int, precision: str
         torch.autocast(device.type, dtype=torch.bfloat16) if "bf16" in precision else nullcontext()
     )
     method.train()
-    recipe_ac = module.activation_checkpointing
     compiled = module.compile_backend is not None
+    available = available_memory(device)
     activations, seconds = {}, {}
-    for enable in (False, True):
+    for enable in (recipe_ac, not recipe_ac):  # the recipe's own mode first
+        if not enable and True in activations and available is not None:
+            bound = activations[True] * _CHECKPOINT_SAVING_BOUND
+            if bound > _MEMORY_SHARE * available:  # the other mode could take the machine down
+                report.performance["activations without checkpointing"] = (
+                    f"not measured: up to {bound / 2**20:,.0f} MiB judged from the checkpointed "
+                    f"pass, over {_MEMORY_SHARE:.0%} of the {available / 2**20:,.0f} MiB free"
+                )
+                continue
         module.set_activation_checkpointing(enable)
         method.zero_grad(set_to_none=True)
         start = time.perf_counter()
         activations[enable], loss = _saved_bytes(module, batch, autocast)
         seconds[enable] = time.perf_counter() - start
-        if not enable:
+        if enable == recipe_ac:
             _check_finite(report, module, batch, loss)
     module.set_activation_checkpointing(recipe_ac)
     if compiled:  # the passes above compiled the graphs: their time is not a step's
@@ -116,19 +127,32 @@ def run_step(report: CheckReport, module, batch, per_device: int, precision: str
 
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
-    timing = _time_steps(module, full_batch, per_device, m, autocast, device)
+    per_sample_bytes = activations[recipe_ac] / m
+    timing = _time_steps(
+        module,
+        full_batch,
+        per_device,
+        m,
+        autocast,
+        device,
+        per_sample_bytes,
+        available,
+        seconds[recipe_ac] if not compiled else 0.0,
+    )
     method.zero_grad(set_to_none=True)
     fixed = 4 * 4 * trainable + 4 * frozen  # fp32 weights, grads, AdamW moments; frozen: weights
     mib = 2**20
     perf = report.performance
     perf["micro-batch"] = m
-    perf["forward+backward per micro-batch (s)"] = round(timing.get(m, seconds[False]), 4)
-    if not compiled:
+    perf["forward+backward per micro-batch (s)"] = round(timing[m], 4)
+    if not compiled and True in seconds:
         perf["forward+backward with checkpointing (s)"] = round(seconds[True], 4)
     predicted, method_used = _predict(timing, per_device)
     perf[f"step time at data.batch_size={per_device} (s)"] = round(predicted, 4)
     perf["step time method"] = method_used
     for enable, label in ((False, "without"), (True, "with")):
+        if enable not in activations:
+            continue
         per_sample = activations[enable] / m
         micro = round(activations[enable] / mib, 1)
         perf[f"activations {label} checkpointing, micro-batch (MiB)"] = micro
@@ -145,6 +169,26 @@ def run_step(report: CheckReport, module, batch, per_device: int, precision: str
 # Seconds of timed passes check may spend on a second batch size: the recipe's batch when its
 # passes fit (judged from the micro-batch's), else twice the micro-batch, else none.
 _TIMING_BUDGET_S = 10.0
+# The share of the free memory a pass may be expected to take; above it, check does not run it.
+_MEMORY_SHARE = 0.5
+# How many times more activation memory a pass without checkpointing may take than one with
+# it (measured 7x for VRTLite-small; transformers of depth d keep roughly d blocks' worth).
+_CHECKPOINT_SAVING_BOUND = 16
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for a pass: the GPU's free memory, or the host's MemAvailable (Linux);
+    None where it cannot be read (then no pass is skipped for memory)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
 
 
 def _one_pass(module, batch, autocast, device) -> float:  # type: ignore[no-untyped-def]
@@ -161,11 +205,23 @@ def _one_pass(module, batch, autocast, device) -> float:  # type: ignore[no-unty
     return time.perf_counter() - start
 
 
-def _time_steps(module, batch, per_device: int, m: int, autocast, device) -> dict[int, float]:  # type: ignore[no-untyped-def]
+def _time_steps(  # type: ignore[no-untyped-def]
+    module,
+    batch,
+    per_device: int,
+    m: int,
+    autocast,
+    device: torch.device,
+    per_sample_bytes: float,
+    available: int | None,
+    first_pass_s: float,
+) -> dict[int, float]:
     """Median forward + backward seconds per batch size, each after an untimed warm-up pass
     (allocator, autotuning and, with compile, a recompile for the shape): micro-batch m
-    first, then the recipe's per-device batch when its passes fit the time budget, else 2m."""
-    available = batch.inputs.shape[0]
+    first, then the recipe's per-device batch when its passes fit the time budget and the
+    free memory, else 2m. A micro-batch whose first pass alone took the time budget is not
+    timed again: that pass's time stands (it is an upper bound, warm-up included)."""
+    available_samples = batch.inputs.shape[0]
     repeats = 3 if device.type == "cuda" else 2
     timing: dict[int, float] = {}
 
@@ -176,11 +232,18 @@ def _time_steps(module, batch, per_device: int, m: int, autocast, device) -> dic
             _one_pass(module, part, autocast, device) for _ in range(repeats)
         )
 
+    def affordable(size: int) -> bool:
+        seconds = (1 + repeats) * timing[m] / m * size
+        fits = available is None or per_sample_bytes * size <= _MEMORY_SHARE * available
+        return size <= available_samples and seconds <= _TIMING_BUDGET_S and fits
+
+    if first_pass_s * (1 + repeats) > _TIMING_BUDGET_S:
+        timing[m] = first_pass_s
+        return timing
     measure(m)
-    cost = (1 + repeats) * timing[m] / m  # seconds per sample of a warm-up and timed passes
-    if per_device != m and available >= per_device and cost * per_device <= _TIMING_BUDGET_S:
+    if per_device != m and affordable(per_device):
         measure(per_device)
-    elif per_device > m and available >= 2 * m and cost * 2 * m <= _TIMING_BUDGET_S:
+    elif per_device > m and affordable(2 * m):
         measure(2 * m)
     return timing
 
@@ -192,7 +255,7 @@ def _predict(timing: dict[int, float], per_device: int) -> tuple[float, str]:
     sizes = sorted(timing)
     if len(sizes) == 1:
         (b,) = sizes
-        return timing[b] * per_device / b, f"scaled linearly from batch {b} (one size fitted)"
+        return timing[b] * per_device / b, f"scaled linearly from batch {b} (one size measured)"
     b1, b2 = sizes[0], sizes[-1]
     slope = (timing[b2] - timing[b1]) / (b2 - b1)
     intercept = timing[b1] - slope * b1
