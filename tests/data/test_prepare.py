@@ -170,3 +170,19 @@ def test_datamodule_finishes_an_interrupted_preparation(oct_dataset, tmp_path):
     dm.prepare_data()
     dm.setup("fit")
     assert len(dm.train_set) + len(dm.val_set) == 12
+
+
+@pytest.mark.parametrize(
+    ("spacing", "size", "message"),
+    [
+        ((0.0, 0.03, 0.09), (8, 32, 32), r"spacing=\[0.0, 0.03, 0.09\]: expected three finite"),
+        ((0.3, float("nan"), 0.09), (8, 32, 32), r"spacing=\[0.3, nan, 0.09\]"),
+        ((0.3, 0.03, 0.09), (8, 0, 32), r"size=\[8, 0, 32\]: expected three whole numbers"),
+    ],
+)
+def test_an_impossible_target_geometry_is_refused_before_any_file_is_read(
+    tmp_path, spacing, size, message
+):
+    with pytest.raises(ValueError, match=message):
+        prepare_dataset(tmp_path / "nowhere.tsv", str(tmp_path / "out"), spacing=spacing, size=size)
+    assert not (tmp_path / "out").exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
@@ -132,6 +133,17 @@ def _process(task: _Task) -> dict:
     return record
 
 
+def _check_geometry(spacing: Sequence[float], size: Sequence[int]) -> None:
+    """Refuse a target geometry before any worker starts: a zero spacing or size otherwise
+    fails once per file, deep in the resampling."""
+    if len(spacing) != 3 or not all(
+        isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in spacing
+    ):
+        raise ValueError(f"spacing={list(spacing)}: expected three finite numbers > 0 (mm, z y x)")
+    if len(size) != 3 or not all(isinstance(v, int) and v >= 1 for v in size):
+        raise ValueError(f"size={list(size)}: expected three whole numbers >= 1 (voxels, z y x)")
+
+
 def _create_arrays(
     out: str, counts: Mapping[str, int], size: Sequence[int], storage_options: dict | None
 ) -> None:
@@ -232,6 +244,7 @@ def prepare_dataset(
         RuntimeError: when too many items were skipped or none was written; ``summary.json``
             is written first (with ``complete: false``) so the reasons can be read.
     """
+    _check_geometry(spacing, size)
     start = time.perf_counter()
     fractions = dict(split_fractions or DEFAULT_FRACTIONS)
     catalog = read_catalog(source, storage_options).filter(
