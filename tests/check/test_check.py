@@ -289,3 +289,28 @@ def test_step_time_between_two_measured_sizes_is_a_line_through_them():
     assert "through batches 1 and 2" in method
     seconds, method = _predict({2: 0.4}, 8)
     assert seconds == pytest.approx(1.6) and "one size" in method
+
+
+def test_a_recipe_too_big_to_run_here_is_measured_on_fake_tensors(
+    oct_dataset, tmp_path, monkeypatch
+):
+    """The real-pass budget is set to zero (a machine too small for the recipe cannot be built
+    in a test): the stages, activation memory and FLOPs then come from fake tensors and must
+    be those of the real pass."""
+    from fmtrain.check import step
+
+    real = _check(oct_dataset, tmp_path / "real")
+    monkeypatch.setattr(step, "_REAL_PASS_BUDGET_S", 0.0)
+    fake = _check(oct_dataset, tmp_path / "fake")
+    assert not fake.errors, [str(p) for p in fake.errors]
+    assert fake.stages == real.stages
+    assert fake.performance["step time method"].startswith("predicted, not run")
+    assert float(fake.performance["forward+backward FLOPs per sample"]) > 0
+    assert (
+        fake.performance["forward+backward FLOPs per sample"]
+        == (real.performance["forward+backward FLOPs per sample"])
+    )
+    key = "activations with checkpointing, micro-batch (MiB)"
+    assert fake.performance[key] >= real.performance[key] > 0  # views counted apart: >=
+    (warning,) = [p for p in fake.problems if "fake-tensor pass" in p.message]
+    assert warning.severity == "warning" and "not computed" in warning.message

@@ -17,8 +17,10 @@ from contextlib import nullcontext
 
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from fmtrain.check.contracts import check_token_contract
+from fmtrain.check.fake_pass import FakeCosts, fake_batch, fake_costs, matmul_rate
 from fmtrain.check.problems import CheckReport
 from fmtrain.methods.numerics import first_non_finite
 
@@ -29,7 +31,7 @@ def _stage(name: str, tensor: torch.Tensor) -> dict:
     return {"stage": name, "shape": list(tensor.shape), "dtype": str(tensor.dtype)}
 
 
-def _record_stages(report: CheckReport, module, batch) -> None:
+def _record_stages(report: CheckReport, module, batch, eager: bool = False) -> None:  # type: ignore[no-untyped-def]
     method = module.method
     report.stages.append(_stage("input", batch.inputs))
     contexts, targets = getattr(batch, "contexts", []), getattr(batch, "targets", [])
@@ -47,8 +49,8 @@ def _record_stages(report: CheckReport, module, batch) -> None:
 
         handles.append(child.register_forward_hook(hook))
     try:
-        with torch.no_grad():
-            out = module.run_forward(batch)
+        with torch.no_grad():  # eager on fake tensors: compiling them is for real ones
+            out = module.forward_batch(batch) if eager else module.run_forward(batch)
     finally:
         for h in handles:
             h.remove()
@@ -90,7 +92,6 @@ def run_step(report: CheckReport, module, batch, per_device: int, precision: str
     big = module.grid.num_tokens * width > 2_000_000 or recipe_ac
     m = 1 if big else min(2, batch.inputs.shape[0])
     batch = move_data_to_device(batch.head(m), device)
-    _record_stages(report, module, batch)
     for name, child in method.named_children():
         report.parameters[name] = sum(p.numel() for p in child.parameters())
     trainable = sum(p.numel() for p in method.parameters() if p.requires_grad)
@@ -101,9 +102,25 @@ def run_step(report: CheckReport, module, batch, per_device: int, precision: str
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16) if "bf16" in precision else nullcontext()
     )
+    available = available_memory(device)
+    method.train()
+    # what a real pass would cost, measured on fake tensors first: never more than fits here
+    perf = report.performance
+    try:
+        fake = fake_costs(module, batch, autocast, recipe_ac)
+    except Exception as err:  # data-dependent steps (a .item() on values) have no fake pass
+        perf["forward+backward FLOPs per sample"] = f"not counted ({type(err).__name__})"
+    else:
+        rate = matmul_rate(device)
+        perf["forward+backward FLOPs per sample"] = f"{fake.flops / m:.3g}"
+        if fake.flops / rate > _REAL_PASS_BUDGET_S or (
+            available is not None and fake.saved_bytes > _MEMORY_SHARE * available
+        ):
+            _fake_only(report, module, batch, m, per_device, autocast, fake, rate, available)
+            return
+    _record_stages(report, module, batch)
     method.train()
     compiled = module.compile_backend is not None
-    available = available_memory(device)
     activations, seconds = {}, {}
     for enable in (recipe_ac, not recipe_ac):  # the recipe's own mode first
         if not enable and True in activations and available is not None:
@@ -169,6 +186,9 @@ def run_step(report: CheckReport, module, batch, per_device: int, precision: str
 # Seconds of timed passes check may spend on a second batch size: the recipe's batch when its
 # passes fit (judged from the micro-batch's), else twice the micro-batch, else none.
 _TIMING_BUDGET_S = 10.0
+# A real pass predicted (FLOPs / matmul rate, a lower bound) to take longer than this is not
+# run: the fake pass's shapes, memory and FLOPs stand for it.
+_REAL_PASS_BUDGET_S = 5.0
 # The share of the free memory a pass may be expected to take; above it, check does not run it.
 _MEMORY_SHARE = 0.5
 # How many times more activation memory a pass without checkpointing may take than one with
@@ -189,6 +209,57 @@ def available_memory(device: torch.device) -> int | None:
     except OSError:
         return None
     return None
+
+
+def _fake_only(  # type: ignore[no-untyped-def]
+    report: CheckReport,
+    module,
+    batch,
+    m: int,
+    per_device: int,
+    autocast,
+    fake: FakeCosts,
+    rate: float,
+    available: int | None,
+) -> None:
+    """Stages, memory and a predicted step time from fake tensors alone, and a warning that
+    the real loss and gradients were not computed here."""
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        _record_stages(report, module, fake_batch(batch, mode), eager=True)
+    other = fake_costs(module, batch, autocast, not module.activation_checkpointing)
+    saved = {module.activation_checkpointing: fake.saved_bytes}
+    saved[not module.activation_checkpointing] = other.saved_bytes
+    trainable = report.parameters["trainable"]
+    frozen = sum(p.numel() for p in module.method.parameters() if not p.requires_grad)
+    fixed = 4 * 4 * trainable + 4 * frozen
+    perf, mib = report.performance, 2**20
+    perf["micro-batch"] = m
+    step = fake.flops / m * per_device / rate
+    perf[f"step time at data.batch_size={per_device} (s)"] = round(step, 3)
+    perf["step time method"] = (
+        f"predicted, not run: {fake.flops / m:.3g} FLOPs per sample at the measured matmul "
+        f"rate {rate / 1e9:.0f} GFLOP/s (a lower bound)"
+    )
+    for enable, label in ((False, "without"), (True, "with")):
+        per_sample = saved[enable] / m
+        perf[f"activations {label} checkpointing, micro-batch (MiB)"] = round(
+            saved[enable] / mib, 1
+        )
+        perf[f"estimated memory {label} checkpointing at batch {per_device} (MiB)"] = round(
+            (fixed + per_sample * per_device) / mib, 1
+        )
+    perf["activation checkpointing in recipe"] = module.activation_checkpointing
+    free = f"{available / mib:,.0f} MiB free" if available is not None else "memory unknown"
+    report.add(
+        "warning",
+        "model.init_args",
+        f"shapes, memory and FLOPs come from a fake-tensor pass: a real forward/backward of "
+        f"{m} sample(s) would take at least {fake.flops / rate:.0f} s or "
+        f"{fake.saved_bytes / mib:,.0f} MiB here ({free}), so the first loss and gradients "
+        "were not computed",
+        "run check on the training machine to compute them (and time the step)",
+        "device",
+    )
 
 
 def _one_pass(module, batch, autocast, device) -> float:  # type: ignore[no-untyped-def]
