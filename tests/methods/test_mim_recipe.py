@@ -56,3 +56,20 @@ def test_check_refuses_grids_too_small_for_the_levels(oct_dataset, tmp_path, ove
     report = run_check(str(TINY_MIM), args, str(tmp_path / "check"))
     keys = " ".join(f"{p.key} {p.message}" for p in report.errors)
     assert "data.init_args.masks.init_args.levels" in keys, keys
+
+
+def test_check_measures_mim_on_fake_tensors_like_the_real_pass(oct_dataset, tmp_path, monkeypatch):
+    """MiM reads each level's box from the mask indices: that stays real under fake tensors,
+    so a MiM recipe too big for the machine is still measured (the budget is set to zero to
+    take that path here)."""
+    from fmtrain.check import step
+
+    args = [f"--data.init_args.source={oct_dataset}/manifest.tsv"]
+    args += [f"--trainer.default_root_dir={tmp_path}"]
+    real = run_check(str(TINY_MIM), args, str(tmp_path / "real"))
+    monkeypatch.setattr(step, "_REAL_PASS_BUDGET_S", 0.0)
+    fake = run_check(str(TINY_MIM), args, str(tmp_path / "fake"))
+    assert not fake.errors, [str(p) for p in fake.errors]
+    assert fake.performance["step time method"].startswith("predicted, not run")
+    assert {s["stage"] for s in fake.stages} == {s["stage"] for s in real.stages}
+    assert float(fake.performance["forward+backward FLOPs per sample"]) > 0

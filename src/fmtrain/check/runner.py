@@ -26,6 +26,7 @@ from fmtrain.check.problems import CheckReport
 from fmtrain.check.schedules import check_schedules
 from fmtrain.check.step import run_step
 from fmtrain.check.storage import probe_writable
+from fmtrain.check.synthetic import synthetic_overrides
 from fmtrain.check.values import check_stored_values, scan_batches
 from fmtrain.engine.global_batch import global_batch_mismatch
 from fmtrain.recipe import FmtrainCLI, build_recipe
@@ -214,10 +215,31 @@ def _load_data(report: CheckReport, dm) -> bool:
     return True
 
 
-def run_check(recipe: str, overrides: list[str], out_dir: str | None = None) -> CheckReport:
-    """Check `recipe` (plus command-line `overrides`); write the report beside the run."""
+def run_check(
+    recipe: str, overrides: list[str], out_dir: str | None = None, synthetic: bool = False
+) -> CheckReport:
+    """Check `recipe` (plus command-line `overrides`); write the report beside the run.
+
+    With `synthetic`, the recipe reads a few generated samples of its modality and geometry
+    (written in a temporary folder by its datamodule) instead of its data; the dataset's
+    size is then not judged.
+    """
+    if synthetic:
+        with tempfile.TemporaryDirectory(prefix="fmtrain-synthetic-") as folder:
+            started = time.perf_counter()
+            extra = synthetic_overrides(recipe, overrides, Path(folder))
+            written = time.perf_counter() - started
+            report = _run_check(recipe, [*overrides, *extra], out_dir, synthetic=True)
+            report.performance["synthetic data written (s)"] = round(written, 1)
+            return report
+    return _run_check(recipe, overrides, out_dir, synthetic=False)
+
+
+def _run_check(
+    recipe: str, overrides: list[str], out_dir: str | None, synthetic: bool
+) -> CheckReport:
     start = time.perf_counter()
-    report = CheckReport(recipe=recipe)
+    report = CheckReport(recipe=recipe + (" (synthetic data)" if synthetic else ""))
     cuda = torch.cuda.is_available()
     report.device = torch.cuda.get_device_name() if cuda else "cpu"
     cli = _build(report, ["--config", recipe, *overrides])
@@ -240,7 +262,8 @@ def run_check(recipe: str, overrides: list[str], out_dir: str | None = None) -> 
     out = Path(out_dir or Path(cli.config.trainer.get("default_root_dir") or "runs") / "check")
     dm, module = cli.datamodule, cli.model
     if _load_data(report, dm):
-        check_dataset_size(report, dm, dm.batch_size, world)
+        if not synthetic:  # a handful of generated samples is not a dataset to judge
+            check_dataset_size(report, dm, dm.batch_size, world)
         check_stored_values(report, dm)
         if dm.sampler is not None:
             mask_statistics(report, dm.sampler, dm.grid.shape, dm.batch_size)
@@ -300,14 +323,17 @@ def main(argv: list[str]) -> int:
     """Entry point of `fmtrain check`; returns the exit code (1 when any error)."""
     if not argv or argv[0] in ("-h", "--help"):
         print(
-            "usage: fmtrain check RECIPE [--out DIR] [recipe overrides, e.g. "
+            "usage: fmtrain check RECIPE [--out DIR] [--synthetic] [recipe overrides, e.g. "
             "--data.init_args.batch_size=4]\n\nBuilds the recipe on this machine, pulls real "
             "batches, runs forward and backward, and reports shapes, masks (with pictures), "
             "parameters, time, memory and every problem with the key to change. Exits 1 on "
-            "any error."
+            "any error.\n\n--synthetic: check the recipe before its data exists, on a few "
+            "samples of its modality and geometry generated in a temporary folder."
         )
         return 0
     recipe, rest = argv[0], list(argv[1:])
+    synthetic = "--synthetic" in rest
+    rest = [a for a in rest if a != "--synthetic"]
     out = None
     if "--out" in rest:
         i = rest.index("--out")
@@ -315,7 +341,7 @@ def main(argv: list[str]) -> int:
         del rest[i : i + 2]
     # the CLI is driven from Python here on purpose; Lightning's reminder about it is noise
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-    report = run_check(recipe, rest, out)
+    report = run_check(recipe, rest, out, synthetic=synthetic)
     print(report.render())
     return 1 if report.errors else 0
 

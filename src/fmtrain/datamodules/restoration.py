@@ -149,6 +149,14 @@ class RestorationDataModule(pl.LightningDataModule):
         seed: seed of clip order and augmentation.
     """
 
+    @classmethod
+    def write_synthetic(cls, folder: Path, settings: dict) -> dict:
+        """Write a few generated samples in the geometry of `settings` (the recipe's
+        data.init_args) under `folder`; the data.init_args values that read them."""
+        from fmtrain.datamodules.synthetic import synthetic_restoration
+
+        return synthetic_restoration(cls, Path(folder), settings)
+
     def __init__(
         self,
         *,

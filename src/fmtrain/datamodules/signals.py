@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -71,6 +72,14 @@ class SignalDataModule(PreparedDataModule):
         prepare_workers: processes that prepare recordings.
         max_skip_fraction: fail when more than this fraction of recordings is refused.
     """
+
+    @classmethod
+    def write_synthetic(cls, folder: Path, settings: dict) -> dict:
+        """Write a few generated samples in the geometry of `settings` (the recipe's
+        data.init_args) under `folder`; the data.init_args values that read them."""
+        from fmtrain.datamodules.synthetic import synthetic_signals
+
+        return synthetic_signals(cls, Path(folder), settings)
 
     sample_noun = "windows"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from pathlib import Path
 from typing import Literal
 
 from fmtrain.core.grid import TokenGrid
@@ -53,6 +54,14 @@ class VolumeDataModule(PreparedDataModule):
         max_skip_fraction: fail when more than this fraction of files cannot be read.
         allow_missing_spacing: read files without spacing as 1 mm (warned and counted).
     """
+
+    @classmethod
+    def write_synthetic(cls, folder: Path, settings: dict) -> dict:
+        """Write a few generated samples in the geometry of `settings` (the recipe's
+        data.init_args) under `folder`; the data.init_args values that read them."""
+        from fmtrain.datamodules.synthetic import synthetic_volumes
+
+        return synthetic_volumes(cls, Path(folder), settings)
 
     def __init__(
         self,

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from fmtrain.masks.regions import crop_boxes, ravel_coordinates
 
@@ -153,14 +154,17 @@ def spatial_info_nce(
         visible tokens of the same sample; a zero loss (with a graph) when no location is
         visible at both levels.
     """
-    same = child_index[:, :, None] == parent_index[:, None, :]  # [B, Kc, Kp]
-    has_positive = same.any(-1)
-    anchors = int(has_positive.sum())
+    # which locations pair up is read off the (real) indices: kept real, also while `check`
+    # traces the step on fake tensors, so the number of anchors is known
+    with unset_fake_temporarily():
+        same = child_index[:, :, None] == parent_index[:, None, :]  # [B, Kc, Kp]
+        rows = same.any(-1).nonzero(as_tuple=True)  # (sample, child token) of every anchor
+        target = same.float().argmax(-1)[rows]
+    anchors = int(rows[0].numel())
     if anchors == 0:
         return (child.sum() + parent.sum()) * 0.0, 0
     c = F.normalize(child.float(), dim=-1)
     p = F.normalize(parent.float(), dim=-1)
     logits = torch.einsum("bkd,bjd->bkj", c, p) / temperature
-    target = same.float().argmax(-1)
-    loss = F.cross_entropy(logits[has_positive], target[has_positive])
+    loss = F.cross_entropy(logits[rows], target)
     return loss, anchors

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 __all__ = [
     "LevelRegion",
@@ -106,10 +107,22 @@ def to_origin_index(index: torch.Tensor, region: LevelRegion, grid: Sequence[int
     return ravel_coordinates(_coordinates(index, grid) - region.start[:, None, :], grid)
 
 
-def crop_boxes(x: torch.Tensor, starts: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """Per-sample boxes of one `shape` at `starts` (int [B, ndim]) from x [B, C, *spatial]."""
+def crop_boxes(
+    x: torch.Tensor,
+    starts: torch.Tensor,
+    shape: Sequence[int],
+    scale: Sequence[int] | None = None,
+) -> torch.Tensor:
+    """Per-sample boxes of one `shape` at `starts` x `scale` (int [B, ndim] corners, e.g. in
+    tokens, times the patch size for voxels) from x [B, C, *spatial]."""
+    # the corners are host-side numbers read off the (real) mask indices, also while `check`
+    # traces the step on fake tensors
+    with unset_fake_temporarily():
+        corners = starts.cpu().tolist()
+    if scale is not None:
+        corners = [[c * f for c, f in zip(row, scale, strict=True)] for row in corners]
     boxes = []
-    for sample, start in zip(x, starts.tolist(), strict=True):
+    for sample, start in zip(x, corners, strict=True):
         box = tuple(slice(s, s + e) for s, e in zip(start, shape, strict=True))
         boxes.append(sample[(slice(None), *box)])
     return torch.stack(boxes)

@@ -28,6 +28,7 @@ from typing import Literal
 
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from fmtrain.losses.cross_level import (
     byol_location_loss,
@@ -148,7 +149,10 @@ class MiM(nn.Module):
     ) -> MiMOutput:
         """Args: inputs [B, C, *input_size]; contexts/targets per level, int64 [B, K] indices
         into the full token grid (one `HierarchicalMask` family per level)."""
-        regions = level_regions(contexts, targets, self.grid)
+        # The boxes are host-side arithmetic on the (always real) mask indices: kept real also
+        # when `fmtrain check` traces the step on fake tensors, so the crops have sizes.
+        with unset_fake_temporarily():
+            regions = level_regions(contexts, targets, self.grid)
         # 1. Every level: encode its visible tokens, reconstruct its hidden patches.
         level_losses, features = [], []
         for region, context, target in zip(regions, contexts, targets, strict=True):

@@ -69,9 +69,8 @@ class SparKLevel(_Level):
         target: torch.Tensor,
         grid: Sequence[int],
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        patch = torch.as_tensor(self.patch_size, device=region.start.device)
         box = tuple(e * p for e, p in zip(region.shape, self.patch_size, strict=True))
-        crop = crop_boxes(inputs, region.start * patch, box)
+        crop = crop_boxes(inputs, region.start, box, scale=self.patch_size)
         keep = to_local_index(context, region, grid)
         hide = to_local_index(target, region, grid)
         pyramid = self.encoder.forward_pyramid(crop, keep)
@@ -100,11 +99,10 @@ class TokenLevel(_Level):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if tuple(region.shape) != tuple(grid):
             # the box's voxels at the origin of an empty canvas, its tokens renumbered to match
-            patch = torch.as_tensor(self.patch_size, device=region.start.device)
             box = tuple(e * p for e, p in zip(region.shape, self.patch_size, strict=True))
             canvas = inputs.new_zeros(inputs.shape)
             canvas[(slice(None), slice(None), *(slice(0, e) for e in box))] = crop_boxes(
-                inputs, region.start * patch, box
+                inputs, region.start, box, scale=self.patch_size
             )
             inputs = canvas
             context = to_origin_index(context, region, grid)
