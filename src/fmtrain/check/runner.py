@@ -267,7 +267,7 @@ def _run_check(
         check_stored_values(report, dm)
         if dm.sampler is not None:
             mask_statistics(report, dm.sampler, dm.grid.shape, dm.batch_size)
-        batch = _first_batch(report, dm)
+        batch = _first_batch(report, dm, scan=not synthetic)
         if batch is not None and check_batch(report, batch, module, dm):
             if getattr(batch, "contexts", None):
                 report.pictures += save_mask_pictures(batch, module.grid, out)
@@ -295,11 +295,12 @@ def _step(report: CheckReport, module, batch, per_device: int, precision: str) -
         )
 
 
-def _first_batch(report: CheckReport, dm):
+def _first_batch(report: CheckReport, dm, scan: bool = True):
     try:
         loader = iter(dm.train_dataloader())
         first = next(loader)
-        scan_batches(report, loader, dm)  # the batches after it: NaN/Inf anywhere in them
+        if scan:  # the batches after it: NaN/Inf anywhere in them (generated data: no need)
+            scan_batches(report, loader, dm)
     except Exception as err:
         report.add("error", "data.init_args", f"building a batch failed: {type(err).__name__}: "
                    f"{err}", "see the message", "data")  # fmt: skip

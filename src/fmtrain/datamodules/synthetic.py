@@ -3,7 +3,7 @@ datamodule can read them: `fmtrain check RECIPE --synthetic` checks a recipe bef
 exists. Each writer reads the recipe's data settings (defaults from the class) and returns
 the `data.init_args` values that point the recipe at what it wrote.
 
-Enough samples are written for one per-device batch in the training split and at least two
+Enough samples are written for one per-device batch in the training split and at least one
 in every other split; not a dataset, so `check` does not judge its size.
 """
 
@@ -32,7 +32,7 @@ def _participants(cls: type, settings: dict, per_participant: int) -> int:
     train = fractions.get(_setting(cls, settings, "train_split"), max(fractions.values()))
     batch = int(_setting(cls, settings, "batch_size"))
     for_batch = math.ceil((batch + 1) / (per_participant * max(train, 1e-3))) + 1
-    for_splits = math.ceil(2.5 / max(min(fractions.values()), 1e-3))
+    for_splits = math.ceil(1.5 / max(min(fractions.values()), 1e-3))  # rounding gives each >= 1
     return max(for_batch, for_splits, 4)
 
 
