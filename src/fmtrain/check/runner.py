@@ -261,6 +261,7 @@ def _run_check(
     check_schedules(report, cli.model, cli.trainer.max_steps)
     out = Path(out_dir or Path(cli.config.trainer.get("default_root_dir") or "runs") / "check")
     dm, module = cli.datamodule, cli.model
+    recipe_workers = int(dm.num_workers)  # check itself reads in-process
     if _load_data(report, dm):
         if not synthetic:  # a handful of generated samples is not a dataset to judge
             check_dataset_size(report, dm, dm.batch_size, world)
@@ -273,6 +274,7 @@ def _run_check(
                 report.pictures += save_mask_pictures(batch, module.grid, out)
             module.to("cuda" if cuda else "cpu")
             _step(report, module, batch, dm.batch_size, precision if cuda else "32-true")
+            _with_data(report, dm.batch_size, recipe_workers)
     return _finish(report, out, start)
 
 
@@ -295,12 +297,30 @@ def _step(report: CheckReport, module, batch, per_device: int, precision: str) -
         )
 
 
+def _with_data(report: CheckReport, per_device: int, workers: int) -> None:
+    """The step with its data: loading adds to the step without workers, and overlaps it
+    with them (a step cannot be faster than the workers deliver)."""
+    perf = report.performance
+    step = perf.get(f"step time at data.batch_size={per_device} (s)")
+    loader = perf.get("loader, in-process (s per batch)")
+    if not isinstance(step, (int, float)) or loader is None:
+        return
+    with_data = step + loader if workers == 0 else max(step, loader / workers)
+    how = "step + loading (no workers)" if workers == 0 else f"slower of step and {workers} workers"
+    perf["step time with data (s)"] = f"{with_data:.4f} ({how})"
+
+
 def _first_batch(report: CheckReport, dm, scan: bool = True):
     try:
         loader = iter(dm.train_dataloader())
         first = next(loader)
         if scan:  # the batches after it: NaN/Inf anywhere in them (generated data: no need)
-            scan_batches(report, loader, dm)
+            started = time.perf_counter()
+            searched = scan_batches(report, loader, dm)
+            if searched:
+                report.performance["loader, in-process (s per batch)"] = round(
+                    (time.perf_counter() - started) / searched, 4
+                )
     except Exception as err:
         report.add("error", "data.init_args", f"building a batch failed: {type(err).__name__}: "
                    f"{err}", "see the message", "data")  # fmt: skip
