@@ -314,3 +314,14 @@ def test_a_recipe_too_big_to_run_here_is_measured_on_fake_tensors(
     assert fake.performance[key] >= real.performance[key] > 0  # views counted apart: >=
     (warning,) = [p for p in fake.problems if "fake-tensor pass" in p.message]
     assert warning.severity == "warning" and "not computed" in warning.message
+    # the real step the full size could not afford ran at half the tokens: grid 4x4x4 -> 2x4x4
+    reduced = fake.performance["real step at reduced size"]
+    assert reduced.startswith("input [4, 32, 32]: loss ") and ", finite, " in reduced
+
+
+def test_reduced_sizes_halve_the_largest_axis_in_whole_patches():
+    from fmtrain.check.reduced_step import reduced_sizes
+
+    sizes = reduced_sizes((64, 384, 384), (4, 16, 16), keep_fraction=0.1)
+    assert sizes == [(32, 96, 192), (32, 192, 192), (64, 192, 192), (64, 192, 384)]
+    assert reduced_sizes((4, 16, 16), (4, 16, 16), keep_fraction=0.1) == []  # one patch

@@ -112,6 +112,10 @@ def test_class_keys_reach_into_dataclass_settings():
          "data.init_args.max_skip_fraction", "2.0", "a fraction in [0, 1]"),
         ("signals_msm_demo", "--data.init_args.prepare_workers=0",
          "data.init_args.prepare_workers", "0", "a whole number >= 1"),
+        ("oct_vjepa_demo", "--model.init_args.encoder.init_args.drop_path=1.5",
+         "model.init_args.encoder.init_args.drop_path", "1.5", "a stochastic-depth rate"),
+        ("video_deblur_demo", "--model.init_args.network.drop_path=-0.1",
+         "model.init_args.network.drop_path", "-0.1", "a stochastic-depth rate"),
     ],
 )  # fmt: skip
 def test_numeric_settings_are_validated_where_they_are_declared(

@@ -273,14 +273,15 @@ def _run_check(
             if getattr(batch, "contexts", None):
                 report.pictures += save_mask_pictures(batch, module.grid, out)
             module.to("cuda" if cuda else "cpu")
-            _step(report, module, batch, dm.batch_size, precision if cuda else "32-true")
+            precision = precision if cuda else "32-true"
+            _step(report, module, batch, dm.batch_size, precision, dm.sampler)
             _with_data(report, dm.batch_size, recipe_workers)
     return _finish(report, out, start)
 
 
-def _step(report: CheckReport, module, batch, per_device: int, precision: str) -> None:
+def _step(report: CheckReport, module, batch, per_device: int, precision: str, sampler) -> None:  # type: ignore[no-untyped-def]
     try:
-        run_step(report, module, batch, per_device, precision)
+        run_step(report, module, batch, per_device, precision, sampler)
     except Exception as err:
         compiled = module.compile_backend and (
             type(err).__module__.startswith("torch._") or "compile" in str(err)

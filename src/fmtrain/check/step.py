@@ -22,6 +22,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from fmtrain.check.contracts import check_token_contract
 from fmtrain.check.fake_pass import FakeCosts, fake_batch, fake_costs, matmul_rate
 from fmtrain.check.problems import CheckReport
+from fmtrain.check.reduced_step import run_reduced_step
 from fmtrain.methods.numerics import first_non_finite
 
 __all__ = ["run_step"]
@@ -80,7 +81,9 @@ def _saved_bytes(module, batch, autocast) -> tuple[int, torch.Tensor]:
     return total[0], loss.detach()
 
 
-def run_step(report: CheckReport, module, batch, per_device: int, precision: str) -> None:
+def run_step(  # type: ignore[no-untyped-def]
+    report: CheckReport, module, batch, per_device: int, precision: str, sampler=None
+) -> None:
     """Stages, parameter counts, loss/gradient finiteness, step time and memory."""
     full_batch = batch
     method = module.method
@@ -117,6 +120,7 @@ def run_step(report: CheckReport, module, batch, per_device: int, precision: str
             available is not None and fake.saved_bytes > _MEMORY_SHARE * available
         ):
             _fake_only(report, module, batch, m, per_device, autocast, fake, rate, available)
+            _reduced(report, module, batch, sampler, _REDUCED_STEP_BUDGET_S * rate / fake.flops)
             return
     _record_stages(report, module, batch)
     method.train()
@@ -189,6 +193,9 @@ _TIMING_BUDGET_S = 10.0
 # A real pass predicted (FLOPs / matmul rate, a lower bound) to take longer than this is not
 # run: the fake pass's shapes, memory and FLOPs stand for it.
 _REAL_PASS_BUDGET_S = 5.0
+# The predicted (lower-bound) time of the real step at reduced size; real steps run a few times
+# slower than matmul speed, so this keeps it to seconds.
+_REDUCED_STEP_BUDGET_S = 1.0
 # The share of the free memory a pass may be expected to take; above it, check does not run it.
 _MEMORY_SHARE = 0.5
 # How many times more activation memory a pass without checkpointing may take than one with
@@ -255,11 +262,34 @@ def _fake_only(  # type: ignore[no-untyped-def]
         "model.init_args",
         f"shapes, memory and FLOPs come from a fake-tensor pass: a real forward/backward of "
         f"{m} sample(s) would take at least {fake.flops / rate:.0f} s or "
-        f"{fake.saved_bytes / mib:,.0f} MiB here ({free}), so the first loss and gradients "
-        "were not computed",
-        "run check on the training machine to compute them (and time the step)",
+        f"{fake.saved_bytes / mib:,.0f} MiB here ({free}): the full-size loss and gradients "
+        "were not computed (a real step at reduced input size was, see the table)",
+        "run check on the training machine to compute them at full size (and time the step)",
         "device",
     )
+
+
+def _reduced(report: CheckReport, module, batch, sampler, flop_fraction: float) -> None:  # type: ignore[no-untyped-def]
+    """The real step the full size could not afford, at a smaller input."""
+    result = run_reduced_step(module, batch, sampler, min(flop_fraction, 0.5))
+    perf = report.performance
+    if "skipped" in result:
+        perf["real step at reduced size"] = f"not run: {result['skipped']}"
+        return
+    perf["real step at reduced size"] = (
+        f"input {result['input_size']}: loss {result['loss']:.4g}, "
+        f"{'finite' if result['finite'] else 'NOT finite'}, {result['seconds']} s"
+    )
+    if not result["finite"]:
+        report.add(
+            "error",
+            "model.init_args",
+            f"the first loss or gradients are non-finite in a real step of the recipe's method "
+            f"at reduced input {result['input_size']} (loss {result['loss']:.4g})",
+            "check the inputs' scale and normalization, lower model.init_args.optimizer.lr, "
+            "or train in bf16-mixed instead of fp16",
+            "numerics",
+        )
 
 
 def _one_pass(module, batch, autocast, device, optimizer=None) -> float:  # type: ignore[no-untyped-def]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -52,6 +53,17 @@ class Encoder(Protocol):
 class EncoderSpec:
     """Base class of encoder configurations. Subclasses are keyword-only dataclasses
     (so recipes are typed and their fields JSON-serialisable) with a `build` method."""
+
+    # where the spec sits in a recipe, for messages (a restoration network overrides it)
+    recipe_key = "model.init_args.encoder.init_args"
+
+    def __post_init__(self) -> None:
+        rate = getattr(self, "drop_path", 0.0)
+        if not (isinstance(rate, (int, float)) and math.isfinite(rate) and 0 <= rate < 1):
+            raise ValueError(
+                f"{self.recipe_key}.drop_path={rate}: expected a stochastic-depth rate in "
+                "[0, 1) (0.1 is usual)"
+            )
 
     def build(self, grid: TokenGrid, in_chans: int) -> nn.Module:
         """Build the encoder for `grid` and `in_chans` input channels."""

@@ -31,6 +31,8 @@ class VRTNetwork(EncoderSpec):
             so it composes with torch.compile).
     """
 
+    recipe_key = "model.init_args.network"  # a plain setting of the method, not a class_path
+
     size: Literal["test", "tiny", "small", "base"] = "small"
     spike_bins: int = 0
     drop_path: float = 0.1
