@@ -7,6 +7,10 @@ parameters, gradients and AdamW's two moments. Step time is measured at the reci
 per-device batch when that is cheap enough here, else at two sizes and fitted (t = a + b x
 batch), always after an untimed warm-up pass; with compile, the first (compiling) passes are
 reported apart.
+
+Before any real pass, a pass on fake tensors (`fake_pass`) measures the full-size shapes,
+memory and FLOPs; a step that would not fit the time or memory here is not run at full size,
+and a real step at reduced input size (`reduced_step`) stands in for its numerics.
 """
 
 from __future__ import annotations
@@ -163,7 +167,6 @@ def run_step(  # type: ignore[no-untyped-def]
     method.zero_grad(set_to_none=True)
     fixed = 4 * 4 * trainable + 4 * frozen  # fp32 weights, grads, AdamW moments; frozen: weights
     mib = 2**20
-    perf = report.performance
     perf["micro-batch"] = m
     perf["train step per micro-batch (s)"] = round(timing[m], 4)
     if not compiled and True in seconds:
