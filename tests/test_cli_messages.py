@@ -30,3 +30,13 @@ def test_a_handler_the_user_set_up_is_left_alone(fresh_fmtrain_logger, capsys):
     assert fresh_fmtrain_logger.handlers == [mine]
     logging.getLogger("fmtrain").info("quiet")
     assert "quiet" not in capsys.readouterr().err
+
+
+def test_top_level_help_lists_every_command_once(capsys):
+    from fmtrain.cli import main
+
+    main(["--help"])
+    out = capsys.readouterr().out
+    assert out.count("driven by YAML recipes") == 1  # the description, printed once
+    for command in ("check", "probe", "embed", "demo", "fit/validate"):
+        assert f"  {command}" in out

@@ -114,6 +114,13 @@ class FmtrainCLI(LightningCLI):
     # the model class the arguments select, found before parsing for its declared links
     _recipe_model: ClassVar[type | None] = None
 
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """fit and validate only: fmtrain's methods define no test or predict step, so those
+        subcommands are not offered (they would crash after building everything)."""
+        subcommands = LightningCLI.subcommands()
+        return {name: subcommands[name] for name in ("fit", "validate")}
+
     def add_arguments_to_parser(self, parser) -> None:  # type: ignore[no-untyped-def]
         cls = self._recipe_model
         self._instantiate_links = []

@@ -104,3 +104,32 @@ def test_device_shift_is_skipped_with_a_warning_when_its_training_rows_lack_a_cl
         )  # fmt: skip
     assert list(result["tasks"]) == ["grade"]  # the main task is scored, the shift is not
     assert "device-shift probes skipped (trained on A)" in caplog.text
+
+
+def test_embed_command_takes_the_checkpoint_as_ckpt_as_the_readme_says(
+    oct_dataset, tiny_checkpoint, tmp_path, capsys
+):
+    from fmtrain.cli.evaluate import embed_main
+
+    ckpt, _ = tiny_checkpoint
+    out = tmp_path / "e.npz"
+    args = [str(TINY_RECIPE), "--ckpt", ckpt, "--out", str(out), "--split", "val"]
+    overrides = [f"--overrides+={o}" for o in _source(oct_dataset)]
+    assert embed_main(args + overrides) == 0
+    assert np.load(out)["embeddings"].shape[1] == 64
+    capsys.readouterr()  # the progress bar of the run above
+    # without it: one line that names the option, no traceback
+    assert embed_main([str(TINY_RECIPE), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "fmtrain embed: --ckpt is required: the checkpoint to embed with (e.g. last.ckpt)"
+    ]
+
+
+def test_only_the_subcommands_fmtrain_supports_are_offered(capsys):
+    from fmtrain.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["test", "--config", str(TINY_RECIPE)])
+    assert exit_.value.code != 0
+    assert "'test'" in capsys.readouterr().err  # argparse: invalid choice, fit or validate

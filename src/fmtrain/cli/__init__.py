@@ -89,10 +89,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             sys.exit(code)
         return
     if not argv or argv[0] in ("-h", "--help"):
+        # once: `fmtrain fit --help` has the recipe keys, this page the commands
         print(__doc__)
         for name, text in _TOOLS.items():
             print(f"  {name:14s} {text}")
         print("  fit/validate   train or evaluate a recipe (see `fmtrain fit --help`)\n")
-        if not argv:
-            return
+        return
     run_cli(None if from_shell else argv)

@@ -7,6 +7,7 @@ the method, and the method says which encoder is evaluated (`evaluation_encoder(
 from __future__ import annotations
 
 import logging
+import sys
 
 import torch
 from jsonargparse import CLI
@@ -85,7 +86,7 @@ def probe(
 
 def embed(
     recipe: str,
-    ckpt: str,
+    ckpt: str | None = None,
     out: str = "embeddings.npz",
     split: str = "test",
     device: str = "auto",
@@ -95,12 +96,14 @@ def embed(
 
     Args:
         recipe: the recipe the checkpoint was trained with.
-        ckpt: the checkpoint.
+        ckpt: the checkpoint (`--ckpt`, required), e.g. RUN/checkpoints/last.ckpt.
         out: output .npz (arrays ``ids``, ``participants``, ``devices``, ``embeddings``).
         split: which prepared split to embed.
         device: where the encoder runs ("auto": the GPU when there is one).
         overrides: extra recipe overrides.
     """
+    if ckpt is None:
+        raise ValueError("--ckpt is required: the checkpoint to embed with (e.g. last.ckpt)")
     module, dm = load_pretrained(recipe, ckpt, list(overrides or []))
     return run_embed(module, dm, out=out, split=split, device=device)
 
@@ -111,6 +114,11 @@ def probe_main(args: list[str]) -> None:
     print(f"probe results: {result['seconds']} s; details in probe.json")
 
 
-def embed_main(args: list[str]) -> None:
-    path = CLI(embed, args=args, prog="fmtrain embed")
+def embed_main(args: list[str]) -> int:
+    try:
+        path = CLI(embed, args=args, prog="fmtrain embed")
+    except ValueError as err:  # a person's mistake: one line, no traceback
+        print(f"fmtrain embed: {err}", file=sys.stderr)
+        return 2
     print(f"embeddings written to {path}")
+    return 0
