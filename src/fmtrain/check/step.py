@@ -274,8 +274,12 @@ def _fake_only(  # type: ignore[no-untyped-def]
 
 def _reduced(report: CheckReport, module, batch, sampler, flop_fraction: float) -> None:  # type: ignore[no-untyped-def]
     """The real step the full size could not afford, at a smaller input."""
-    result = run_reduced_step(module, batch, sampler, min(flop_fraction, 0.5))
     perf = report.performance
+    try:
+        result = run_reduced_step(module, batch, sampler, min(flop_fraction, 0.5))
+    except Exception as err:  # a method check cannot rebuild smaller: say so, do not fail it
+        perf["real step at reduced size"] = f"not run: {type(err).__name__}: {err}"[:200]
+        return
     if "skipped" in result:
         perf["real step at reduced size"] = f"not run: {result['skipped']}"
         return
