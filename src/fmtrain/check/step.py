@@ -101,9 +101,7 @@ def run_step(  # type: ignore[no-untyped-def]
     batch = move_data_to_device(batch.head(m), device)
     for name, child in method.named_children():
         report.parameters[name] = sum(p.numel() for p in child.parameters())
-    trainable = sum(p.numel() for p in method.parameters() if p.requires_grad)
-    frozen = sum(p.numel() for p in method.parameters() if not p.requires_grad)
-    report.parameters["trainable"] = trainable
+    report.parameters["trainable"] = sum(p.numel() for p in method.parameters() if p.requires_grad)
 
     cuda = device.type == "cuda"
     autocast = (
@@ -165,7 +163,6 @@ def run_step(  # type: ignore[no-untyped-def]
         seconds[recipe_ac] if not compiled else 0.0,
     )
     method.zero_grad(set_to_none=True)
-    fixed = 4 * 4 * trainable + 4 * frozen  # fp32 weights, grads, AdamW moments; frozen: weights
     mib = 2**20
     perf["micro-batch"] = m
     perf["train step per micro-batch (s)"] = round(timing[m], 4)
@@ -174,16 +171,7 @@ def run_step(  # type: ignore[no-untyped-def]
     predicted, method_used = _predict(timing, per_device)
     perf[f"step time at data.batch_size={per_device} (s)"] = round(predicted, 4)
     perf["step time method"] = method_used
-    for enable, label in ((False, "without"), (True, "with")):
-        if enable not in activations:
-            continue
-        per_sample = activations[enable] / m
-        micro = round(activations[enable] / mib, 1)
-        perf[f"activations {label} checkpointing, micro-batch (MiB)"] = micro
-        perf[f"estimated memory {label} checkpointing at batch {per_device} (MiB)"] = round(
-            (fixed + per_sample * per_device) / mib, 1
-        )
-    perf["activation checkpointing in recipe"] = recipe_ac
+    _memory_rows(report, module, activations, m, per_device)
     if cuda:
         perf["measured peak CUDA memory, timed batches (MiB)"] = round(
             torch.cuda.max_memory_allocated(device) / mib, 1
@@ -221,6 +209,28 @@ def available_memory(device: torch.device) -> int | None:
     return None
 
 
+def _memory_rows(report: CheckReport, module, saved: dict, m: int, per_device: int) -> None:  # type: ignore[no-untyped-def]
+    """Activation bytes of the micro-batch per checkpointing mode measured (`saved`: mode ->
+    bytes), and the memory they give at the per-device batch with the fixed part: fp32
+    weights, gradients and AdamW's two moments, weights alone for frozen parts (an EMA
+    target)."""
+    params = list(module.method.parameters())
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    frozen = sum(p.numel() for p in params if not p.requires_grad)
+    fixed, mib, perf = 4 * 4 * trainable + 4 * frozen, 2**20, report.performance
+    for enable, label in ((False, "without"), (True, "with")):
+        if enable not in saved:
+            continue
+        per_sample = saved[enable] / m
+        perf[f"activations {label} checkpointing, micro-batch (MiB)"] = round(
+            saved[enable] / mib, 1
+        )
+        perf[f"estimated memory {label} checkpointing at batch {per_device} (MiB)"] = round(
+            (fixed + per_sample * per_device) / mib, 1
+        )
+    perf["activation checkpointing in recipe"] = module.activation_checkpointing
+
+
 def _fake_only(  # type: ignore[no-untyped-def]
     report: CheckReport,
     module,
@@ -239,9 +249,6 @@ def _fake_only(  # type: ignore[no-untyped-def]
     other = fake_costs(module, batch, autocast, not module.activation_checkpointing)
     saved = {module.activation_checkpointing: fake.saved_bytes}
     saved[not module.activation_checkpointing] = other.saved_bytes
-    trainable = report.parameters["trainable"]
-    frozen = sum(p.numel() for p in module.method.parameters() if not p.requires_grad)
-    fixed = 4 * 4 * trainable + 4 * frozen
     perf, mib = report.performance, 2**20
     perf["micro-batch"] = m
     step = fake.flops / m * per_device / rate
@@ -250,15 +257,7 @@ def _fake_only(  # type: ignore[no-untyped-def]
         f"predicted, not run: {fake.flops / m:.3g} FLOPs per sample at the measured matmul "
         f"rate {rate / 1e9:.0f} GFLOP/s (a lower bound)"
     )
-    for enable, label in ((False, "without"), (True, "with")):
-        per_sample = saved[enable] / m
-        perf[f"activations {label} checkpointing, micro-batch (MiB)"] = round(
-            saved[enable] / mib, 1
-        )
-        perf[f"estimated memory {label} checkpointing at batch {per_device} (MiB)"] = round(
-            (fixed + per_sample * per_device) / mib, 1
-        )
-    perf["activation checkpointing in recipe"] = module.activation_checkpointing
+    _memory_rows(report, module, saved, m, per_device)
     free = f"{available / mib:,.0f} MiB free" if available is not None else "memory unknown"
     report.add(
         "warning",

@@ -27,7 +27,7 @@ from fmtrain.core.storage import is_remote
 from fmtrain.data.preparation import is_complete
 from fmtrain.datamodules.batch import MaskCollator, MaskedBatch
 from fmtrain.datamodules.settings import require_loader_settings
-from fmtrain.datamodules.stream import stream_loader
+from fmtrain.datamodules.stream import stream_loader, validation_loader
 from fmtrain.masks import MaskSampler, MultiBlock
 
 log = logging.getLogger("fmtrain.data")
@@ -264,10 +264,9 @@ class PreparedDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:
             return []
-        return DataLoader(
+        return validation_loader(
             _ValidationSet(self.val_set),
             batch_size=self.val_batch_size,
-            shuffle=False,
-            num_workers=min(self.num_workers, 1),
+            num_workers=self.num_workers,
             collate_fn=_ValidationCollate(MaskCollator(self.sampler, self.grid.shape), self.seed),
         )

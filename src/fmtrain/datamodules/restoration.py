@@ -25,7 +25,8 @@ from fmtrain.datamodules.settings import (
     require_positive,
     require_whole,
 )
-from fmtrain.datamodules.stream import stream_loader
+from fmtrain.datamodules.stream import stream_loader, validation_loader
+from fmtrain.datamodules.synthetic import synthetic_restoration
 
 log = logging.getLogger("fmtrain.data")
 
@@ -149,13 +150,8 @@ class RestorationDataModule(pl.LightningDataModule):
         seed: seed of clip order and augmentation.
     """
 
-    @classmethod
-    def write_synthetic(cls, folder: Path, settings: dict) -> dict:
-        """Write a few generated samples in the geometry of `settings` (the recipe's
-        data.init_args) under `folder`; the data.init_args values that read them."""
-        from fmtrain.datamodules.synthetic import synthetic_restoration
-
-        return synthetic_restoration(cls, Path(folder), settings)
+    # a few generated samples in the recipe's geometry (`fmtrain check --synthetic`)
+    write_synthetic = classmethod(synthetic_restoration)
 
     def __init__(
         self,
@@ -293,10 +289,9 @@ class RestorationDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:
             return []
-        return DataLoader(
+        return validation_loader(
             _CentreCropped(self.val_set, self.crop),
             batch_size=self.val_batch_size,
-            shuffle=False,
-            num_workers=min(self.num_workers, 1),
+            num_workers=self.num_workers,
             collate_fn=_val_collate,
         )

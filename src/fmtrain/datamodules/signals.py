@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -29,6 +28,7 @@ from fmtrain.data.signals.windows import WindowConfig
 from fmtrain.data.splits import DEFAULT_FRACTIONS
 from fmtrain.datamodules.base import PreparedDataModule
 from fmtrain.datamodules.settings import require_preparation
+from fmtrain.datamodules.synthetic import synthetic_signals
 from fmtrain.masks import MaskSampler
 
 log = logging.getLogger("fmtrain.data")
@@ -73,13 +73,8 @@ class SignalDataModule(PreparedDataModule):
         max_skip_fraction: fail when more than this fraction of recordings is refused.
     """
 
-    @classmethod
-    def write_synthetic(cls, folder: Path, settings: dict) -> dict:
-        """Write a few generated samples in the geometry of `settings` (the recipe's
-        data.init_args) under `folder`; the data.init_args values that read them."""
-        from fmtrain.datamodules.synthetic import synthetic_signals
-
-        return synthetic_signals(cls, Path(folder), settings)
+    # a few generated samples in the recipe's geometry (`fmtrain check --synthetic`)
+    write_synthetic = classmethod(synthetic_signals)
 
     sample_noun = "windows"
 

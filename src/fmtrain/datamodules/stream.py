@@ -126,3 +126,17 @@ def stream_loader(
         persistent_workers=num_workers > 0,
         pin_memory=torch.cuda.is_available(),
     )
+
+
+def validation_loader(
+    dataset: Any, *, batch_size: int, num_workers: int, collate_fn: Callable
+) -> DataLoader:
+    """Validation batches in a fixed order. At most one worker: validation is short and
+    runs between training steps, and more processes would compete with the training ones."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=min(num_workers, 1),
+        collate_fn=collate_fn,
+    )

@@ -1,7 +1,8 @@
 """A few generated samples in a recipe's modality and geometry, written where the recipe's
 datamodule can read them: `fmtrain check RECIPE --synthetic` checks a recipe before its data
 exists. Each writer reads the recipe's data settings (defaults from the class) and returns
-the `data.init_args` values that point the recipe at what it wrote.
+the `data.init_args` values that point the recipe at what it wrote. Each is a datamodule's
+`write_synthetic` classmethod: `write_synthetic(folder, settings)`.
 
 Enough samples are written for one per-device batch in the training split and at least one
 in every other split; not a dataset, so `check` does not judge its size.
@@ -36,8 +37,9 @@ def _participants(cls: type, settings: dict, per_participant: int) -> int:
     return max(for_batch, for_splits, 4)
 
 
-def synthetic_volumes(cls: type, folder: Path, settings: dict) -> dict[str, Any]:
+def synthetic_volumes(cls: type, folder: str | Path, settings: dict) -> dict[str, Any]:
     """NIfTI volumes covering the recipe's field of view (see `write_synthetic_volumes`)."""
+    folder = Path(folder)
     from fmtrain.data.synthetic.volumes import write_synthetic_volumes
 
     size = [int(s) for s in _setting(cls, settings, "input_size")]
@@ -54,8 +56,9 @@ def synthetic_volumes(cls: type, folder: Path, settings: dict) -> dict[str, Any]
     }
 
 
-def synthetic_signals(cls: type, folder: Path, settings: dict) -> dict[str, Any]:
+def synthetic_signals(cls: type, folder: str | Path, settings: dict) -> dict[str, Any]:
     """Synthetic ECG + PPG recordings (WFDB and .vital) long enough for several windows."""
+    folder = Path(folder)
     from fmtrain.data.synthetic.signals import generate_signal_dataset
 
     rate = float(_setting(cls, settings, "rate"))
@@ -70,8 +73,9 @@ def synthetic_signals(cls: type, folder: Path, settings: dict) -> dict[str, Any]
     return {"source": str(manifest), "prepared": str(folder / "prepared")}
 
 
-def synthetic_restoration(cls: type, folder: Path, settings: dict) -> dict[str, Any]:
+def synthetic_restoration(cls: type, folder: str | Path, settings: dict) -> dict[str, Any]:
     """Drifting-pattern sequences with blur and spike voxels (see `write_synthetic_pairs`)."""
+    folder = Path(folder)
     from fmtrain.data.synthetic.video_pairs import write_synthetic_pairs
 
     crop = [int(c) for c in _setting(cls, settings, "crop")]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from functools import partial
-from pathlib import Path
 from typing import Literal
 
 from fmtrain.core.grid import TokenGrid
@@ -15,6 +14,7 @@ from fmtrain.data.volumes.prepare import prepare_dataset, prepare_params_match
 from fmtrain.data.volumes.prepared import PreparedDataset
 from fmtrain.datamodules.base import PreparedDataModule
 from fmtrain.datamodules.settings import require_positive, require_preparation
+from fmtrain.datamodules.synthetic import synthetic_volumes
 from fmtrain.masks import MaskSampler, MultiBlockSpec
 
 log = logging.getLogger("fmtrain.data")
@@ -55,13 +55,8 @@ class VolumeDataModule(PreparedDataModule):
         allow_missing_spacing: read files without spacing as 1 mm (warned and counted).
     """
 
-    @classmethod
-    def write_synthetic(cls, folder: Path, settings: dict) -> dict:
-        """Write a few generated samples in the geometry of `settings` (the recipe's
-        data.init_args) under `folder`; the data.init_args values that read them."""
-        from fmtrain.datamodules.synthetic import synthetic_volumes
-
-        return synthetic_volumes(cls, Path(folder), settings)
+    # a few generated samples in the recipe's geometry (`fmtrain check --synthetic`)
+    write_synthetic = classmethod(synthetic_volumes)
 
     def __init__(
         self,

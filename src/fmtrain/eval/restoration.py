@@ -24,7 +24,7 @@ from torchmetrics.functional.image import (
     structural_similarity_index_measure,
 )
 
-from fmtrain.data.video.frame_io import read_frame
+from fmtrain.data.video.frame_io import as_rgb, read_frame
 from fmtrain.data.video.frames import list_sequences
 from fmtrain.eval.bootstrap import bootstrap_ci, paired_bootstrap_diff
 
@@ -119,8 +119,7 @@ def restore_sequence(
 
 def _read_images(paths: Sequence[Path]) -> torch.Tensor:
     """PNG frames -> [T, 3, H, W] float in [0, 1] (gray repeated to 3 channels)."""
-    frames = [read_frame(p) for p in paths]
-    frames = [f if f.ndim == 3 else np.repeat(f[..., None], 3, axis=-1) for f in frames]
+    frames = [as_rgb(read_frame(p)) for p in paths]
     return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255.0
 
 

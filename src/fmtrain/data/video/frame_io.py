@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["read_frame", "write_png"]
+__all__ = ["as_rgb", "read_frame", "write_png"]
 
 
 def read_frame(path: str | Path) -> np.ndarray:
@@ -35,6 +35,11 @@ def read_frame(path: str | Path) -> np.ndarray:
             return np.asarray(image)
     except (OSError, ValueError, UnidentifiedImageError) as err:
         raise ValueError(f"cannot read frame {str(path)!r}: {err}") from err
+
+
+def as_rgb(frame: np.ndarray) -> np.ndarray:
+    """An image frame as [H, W, 3]: gray frames repeated to three channels."""
+    return frame if frame.ndim == 3 else np.repeat(frame[..., None], 3, axis=-1)
 
 
 def write_png(path: str | Path, frame: np.ndarray) -> None:

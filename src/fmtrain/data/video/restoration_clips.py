@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from fmtrain.data.video.clips import ClipIndex, FrameCache
-from fmtrain.data.video.frame_io import read_frame
+from fmtrain.data.video.frame_io import as_rgb, read_frame
 from fmtrain.data.video.frames import list_sequences
 
 log = logging.getLogger("fmtrain.data")
@@ -84,7 +84,7 @@ class RestorationClips:
         for stream, paths in self.frame_paths(index).items():
             frames = [self._frame(p) for p in paths]
             if stream != SPIKE_STREAM:
-                frames = [f if f.ndim == 3 else np.repeat(f[..., None], 3, axis=-1) for f in frames]
+                frames = [as_rgb(f) for f in frames]
             out[stream] = np.stack(frames)
         if SPIKE_STREAM in out:
             out[SPIKE_STREAM] = out[SPIKE_STREAM].astype(np.float32)
