@@ -19,9 +19,10 @@ from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-from fmtrain.engine import batch_finder, checkpoint_io, oom, resume
+from fmtrain.engine import batch_finder, checkpoint_io, oom, resume, run_folder
 from fmtrain.engine.announce import announce
 from fmtrain.engine.global_batch import global_batch_mismatch
+from fmtrain.engine.interrupt import StopOnSignal
 from fmtrain.engine.warning_summary import collect_warnings, format_warning_summary
 from fmtrain.eval.monitors import CollapseMonitor
 
@@ -169,16 +170,12 @@ class FmtrainCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         self._refuse_values_for_linked_keys(config)
-        # Default loggers: TensorBoard for people, CSV for scripts, both under the run's root.
+        # One folder per run, the same across resumes (`fmtrain.engine.run_folder`).
+        root = config.trainer.get("default_root_dir") or run_folder.DEFAULT_ROOT
         if config.trainer.get("logger") in (None, True):
-            root = config.trainer.get("default_root_dir") or "runs"
-            config.trainer.logger = [
-                Namespace(
-                    class_path=f"lightning.pytorch.loggers.{kind}",
-                    init_args=Namespace(save_dir=root, name=name),
-                )
-                for kind, name in (("TensorBoardLogger", "tensorboard"), ("CSVLogger", "csv"))
-            ]
+            config.trainer.logger = run_folder.default_loggers(root)
+        if "checkpoint" in config and config.checkpoint.get("dirpath") is None:
+            config.checkpoint.dirpath = run_folder.default_checkpoint_dir(root)
         # Default checkpoint IO: atomic saves, so a kill never leaves a half-written checkpoint.
         if config.trainer.get("plugins") is None:
             plugin = checkpoint_io.default_checkpoint_io(
@@ -238,12 +235,17 @@ class FmtrainCLI(LightningCLI):
         """
         if self.config[self.subcommand].get("resume") and kwargs.get("ckpt_path") is None:
             kwargs["ckpt_path"] = resume.resume_checkpoint(self.trainer)
+        dirpath = run_folder.announce_start(self.trainer, kwargs.get("ckpt_path"))
+        stopper = StopOnSignal(dirpath) if dirpath else None
+        if stopper:
+            self.trainer.callbacks.append(stopper)
         with collect_warnings() as seen:
             try:
                 with oom.exit_on_oom(oom.memory_settings(self.trainer, model, self.datamodule)):
                     self.trainer.fit(model, **kwargs)
             finally:  # also when the run stops early: what went wrong on the way matters most
                 announce(format_warning_summary(seen))
+        run_folder.announce_end(self.trainer, stopper)
 
     def _check_global_batch(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config

@@ -17,11 +17,11 @@ def test_distinct_warnings_of_every_fmtrain_logger_are_counted_and_listed():
     logging.getLogger("fmtrain").warning("after the run: not counted")
     assert seen == {"sequence 'a' refused: short": 2, "collapse suspected at step 40": 1}
     text = format_warning_summary(seen)
-    assert text.splitlines()[0] == "[fmtrain] 3 warning(s) during this run, 2 distinct:"
+    assert text.splitlines()[0] == "3 warning(s) during this run, 2 distinct:"
     assert "  2 x sequence 'a' refused: short" in text
 
 
 def test_a_clean_run_says_so():
     with collect_warnings() as seen:
         pass
-    assert format_warning_summary(seen) == "[fmtrain] run finished without warnings"
+    assert format_warning_summary(seen) == "run finished without warnings"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Literal
@@ -89,17 +90,20 @@ def _report(
     """Probe table, curves, pictures and PCA map -> out/report.md."""
     module, dm = cli.model, cli.datamodule
     source = [f"--data.init_args.source={data / 'manifest.tsv'}"]
-    probed = probe(
-        recipe,
-        results["checkpoint"],
-        out_dir=str(out / "probe"),
-        random_seeds=3,
-        n_boot=500,
-        probes=probes,
-        overrides=source,
-    )
+    try:
+        table = probe(
+            recipe,
+            results["checkpoint"],
+            out_dir=str(out / "probe"),
+            random_seeds=3,
+            n_boot=500,
+            probes=probes,
+            overrides=source,
+        )["table"]
+    except ValueError as err:  # e.g. a test split too small for any interval: said, not hidden
+        table = f"probes refused: {err}"
     csv_logger = next(lg for lg in cli.trainer.loggers if isinstance(lg, CSVLogger))
-    plot_curves(Path(csv_logger.log_dir) / "metrics.csv", out / "curves.png")
+    plot_curves(Path(csv_logger.log_dir) / "metrics.csv", out / "curves.png", dm.batch_size)
     _pictures(cli, out)
     test = dm.evaluation_split("test")
     labels = read_labels(data / "labels.tsv")
@@ -112,8 +116,8 @@ def _report(
         )
     }
     plot_pca(panels, out / "pca.png")
-    print(probed["table"])
-    return write_report(out, results, probed["table"], label)
+    print(table)
+    return write_report(out, results, table, label)
 
 
 def run_demo(
@@ -160,6 +164,8 @@ def run_demo(
     if not (data / "manifest.tsv").exists():
         _generate(modality, data, num_participants or default_participants, scale)
     run_dir = out / "run"
+    # every demo is a fresh run: an earlier one's checkpoints would be refused as mixing runs
+    shutil.rmtree(run_dir, ignore_errors=True)
     args = ["fit", "--config", recipe, f"--data.init_args.source={data / 'manifest.tsv'}"]
     args += [
         f"--trainer.default_root_dir={run_dir}",
@@ -189,6 +195,7 @@ def run_demo(
         "loss_start_mean": sum(v for _, v in head) / len(head) if curve else None,
         "loss_end_mean": sum(v for _, v in tail) / len(tail) if curve else None,
         **ranks,
+        "monitor_batch_size": dm.batch_size,  # the training-batch rank curve's sample count
         "collapsed": ranks["rank_ratio"] < 0.25,
         "checkpoint": cli.trainer.checkpoint_callback.last_model_path,
         "tensorboard": f"tensorboard --logdir {tb_logger.log_dir}",
@@ -206,7 +213,7 @@ def run_demo(
         f"{results['loss_end_mean']:.4f} (last 10%)"
     )
     print(
-        "[demo] effective rank of pooled evaluation-encoder features on "
+        "[demo] effective rank of pooled evaluation-encoder features on all "
         f"{ranks['num_samples']} held-out samples: pretrained "
         f"{ranks['effective_rank_pretrained']:.1f} vs random init "
         f"{ranks['effective_rank_random_init']:.1f} (ratio {ranks['rank_ratio']:.2f}; "

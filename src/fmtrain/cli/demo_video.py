@@ -10,6 +10,7 @@ picture of one held-out frame.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from importlib.util import find_spec
@@ -108,6 +109,8 @@ def run_video_demo(
     pairs_seconds = time.perf_counter() - start
 
     run_dir = out / "run"
+    # every demo is a fresh run: an earlier one's checkpoints would be refused as mixing runs
+    shutil.rmtree(run_dir, ignore_errors=True)
     args = [
         "fit",
         "--config",

@@ -6,6 +6,7 @@ position; a stream that can start at any batch index resumes exactly, with no st
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -96,6 +97,13 @@ class PretrainStream(IterableDataset):
             batch += workers
 
 
+def ignore_interrupts(worker_id: int = 0) -> None:
+    """Loader workers share the terminal's process group, so Ctrl-C reaches them too; they
+    leave it to the main process, which stops `fit` between steps with a checkpoint (a worker
+    that died of it would fail the very batch that checkpoint waits for)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def stream_loader(
     samples: IndexedVolumes,
     *,
@@ -125,6 +133,7 @@ def stream_loader(
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         pin_memory=torch.cuda.is_available(),
+        worker_init_fn=ignore_interrupts,
     )
 
 
@@ -139,4 +148,5 @@ def validation_loader(
         shuffle=False,
         num_workers=min(num_workers, 1),
         collate_fn=collate_fn,
+        worker_init_fn=ignore_interrupts,
     )

@@ -17,6 +17,6 @@ def announce(message: str) -> None:
     if rank_zero_only.rank != 0:
         return
     if log.isEnabledFor(logging.INFO) and log.hasHandlers():
-        log.info(message)
+        log.info(message)  # fmtrain's handler (`fmtrain.cli.messages`) adds the prefix
     else:
-        print(message, file=sys.stderr, flush=True)
+        print(f"[fmtrain] {message}", file=sys.stderr, flush=True)

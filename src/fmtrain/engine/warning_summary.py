@@ -44,9 +44,9 @@ def collect_warnings() -> Iterator[Counter[str]]:
 def format_warning_summary(counts: Counter[str], limit: int = 20) -> str:
     """'no warnings', or one line per distinct warning (most frequent first) with its count."""
     if not counts:
-        return "[fmtrain] run finished without warnings"
+        return "run finished without warnings"
     total = sum(counts.values())
-    lines = [f"[fmtrain] {total} warning(s) during this run, {len(counts)} distinct:"]
+    lines = [f"{total} warning(s) during this run, {len(counts)} distinct:"]
     for message, n in counts.most_common(limit):
         first = message.splitlines()[0] if message else ""
         lines.append(f"  {n} x {first}")
