@@ -334,8 +334,12 @@ def test_probe_and_embed_use_the_user_encoder(recipe, short_run, tmp_path):
         random_seeds=2,
         probes=("linear", "knn"),
         n_boot=50,
+        # half of the 12 participants held out: enough for an interval on the regression
+        # task (3 would be refused as too few)
+        overrides=["--data.init_args.split_fractions={train: 0.5, val: 0.5}"],
     )
     assert {t["name"] for t in result["tasks"]} == {"pathology", "foveal_thickness_mm"}
+    assert "foveal_thickness_mm" in result["pretrained"]["tasks"]
     assert len(result["random"]) == 2 and "gain" in result["table"]
     assert (tmp_path / "probe.json").exists()
     path = run_embed(recipe, str(last), str(tmp_path / "e.npz"), split="val")

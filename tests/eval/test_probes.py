@@ -16,10 +16,14 @@ from fmtrain.eval.bootstrap import (
     bootstrap_ci,
     bootstrap_distribution,
     paired_bootstrap_diff,
+    participants_needed,
+    participants_per_class_needed,
+    too_few_for_interval,
 )
 from fmtrain.eval.probes import (
     ATTENTIVE_LR_GRID,
     METRICS,
+    SplitTooSmallError,
     Task,
     accuracy,
     auroc,
@@ -343,17 +347,25 @@ def test_run_probes_compare_and_table(separable):
     assert len(comparison["rows"]) == expected
     for row in comparison["rows"]:
         gain = row["gain"]
-        assert gain["value"] == pytest.approx(row["pretrained"]["value"] - row["random"]["mean"])
+        # a gain is an improvement: for MAE (lower is better) random − pretrained
+        sign = 1 if row["higher_is_better"] else -1
+        difference = row["pretrained"]["value"] - row["random"]["mean"]
+        assert gain["value"] == pytest.approx(sign * difference)
         assert gain["low"] <= gain["value"] <= gain["high"]
         if row["metric"] in ("balanced_accuracy", "auroc", "r2"):
             assert gain["low"] > 0.3, row  # structure beats noise, and the interval says so
         if row["metric"] == "mae":
-            assert gain["high"] < 0, row
+            # reported: a lower MAE printed as a negative "gain"; now it is a positive one
+            assert difference < 0 and gain["low"] > 0, row
+        assert row["significant"]
     table = format_table(comparison)
     assert "balanced_accuracy" in table and "mae (↓)" in table and "n=2" in table
+    assert "gain, + = pretrained better" in table
     assert len(table.splitlines()) == expected + 3  # header, rule, rows, footnote
     marked = [line for line in table.splitlines() if line.endswith(" *")]
     assert len(marked) == expected  # every gain's interval excludes zero
+    mae_row = next(line for line in table.splitlines() if "mae (↓)" in line)
+    assert mae_row.split("]")[-2].split("[")[-1].startswith("+")  # the gain's interval
 
 
 def test_run_probes_is_deterministic_and_drops_unlabelled_rows(separable):
@@ -382,7 +394,8 @@ def test_input_errors_name_the_problem(separable):
 def test_attentive_learning_rate_is_chosen_on_held_out_training_participants():
     rng = np.random.default_rng(5)
     centers = _unit_centers(rng, 3, 6.0)
-    train, test = _blobs(rng, centers, 40), _blobs(rng, centers, 20)
+    # 30 test participants: enough of each class for an interval (too_few_for_interval)
+    train, test = _blobs(rng, centers, 40), _blobs(rng, centers, 30)
     task = [Task("label", "classification")]
     fast = {"epochs": 5}
     chosen = run_probes(
@@ -395,3 +408,35 @@ def test_attentive_learning_rate_is_chosen_on_held_out_training_participants():
         options={"attentive": {**fast, "lr": 1e-3}},
     )  # fmt: skip
     assert fixed["tasks"]["label"]["probes"]["attentive"]["info"]["lr"] == 1e-3
+
+
+# ------------------------------------------------------- test sets too small for intervals
+
+
+def test_the_minimum_test_sizes_follow_from_the_degenerate_resample_share():
+    assert participants_needed(0.05) == 4  # 3^-2 = 11% > 2.5% >= 4^-3 = 1.6%
+    assert participants_per_class_needed(2, 0.05) == 5  # ⌈ln 80⌉
+    assert participants_per_class_needed(10, 0.05) == 6  # ⌈ln 400⌉
+    groups = np.arange(8)
+    # 3 + 3 participants: 2 * (1/2)^6 = 3.1% of resamples lack a class; 4 + 4: 0.8%
+    assert "3.1% of participant-level bootstrap resamples would lack a class" in (
+        too_few_for_interval("classification", np.repeat([0, 1], 3), groups[:6])
+    )
+    assert too_few_for_interval("classification", np.repeat([0, 1], 4), groups) is None
+    # rows of one participant count once: 8 rows of 2 participants are still 2
+    message = too_few_for_interval("regression", np.arange(8.0), np.repeat([0, 1], 4))
+    assert "has 2 labelled participant(s)" in message and "at least 4" in message
+    assert too_few_for_interval("regression", np.arange(4.0), groups[:4]) is None
+
+
+def test_a_one_participant_test_split_is_refused_not_starred(separable):
+    """Reported: a one-volume test split gave a table with a starred "significant" gain
+    (every resample is that volume, so the interval had zero width)."""
+    train, test = separable
+    one = {k: np.asarray(v)[:1] for k, v in test.items()}
+    one["score"] = one["pooled"][:, 0]
+    train = {**train, "score": train["pooled"][:, 0]}
+    with pytest.raises(SplitTooSmallError, match=r"1 labelled participant.*at least 4"):
+        run_probes(train, one, [Task("score", "regression")], probes=("knn",), n_boot=20)
+    with pytest.raises(SplitTooSmallError, match=r"hold one class or none.*5 participants"):
+        run_probes(train, one, [Task("label", "classification")], probes=("knn",), n_boot=20)

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 import torch
 from jsonargparse import CLI
 
+from fmtrain.eval.embed_files import embed_files
 from fmtrain.eval.probe_command import run_embed, run_probe
+from fmtrain.eval.quiet import quiet_lightning
 from fmtrain.recipe import build_recipe
 
 log = logging.getLogger("fmtrain")
@@ -23,7 +26,11 @@ __all__ = ["embed_main", "load_pretrained", "probe", "probe_main"]
 def load_pretrained(recipe: str, ckpt: str | None, overrides: list[str]):
     """Build the recipe's method and datamodule (no training) and load `ckpt` into it."""
     args = ["--config", recipe, *overrides, "--trainer.logger=false"]
-    cli = build_recipe(args, run=False)
+    # the recipe is built only to hold the weights: Lightning's trainer set-up lines
+    # (accelerators, tips) and its warning about explicit args are noise here
+    with quiet_lightning(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "LightningCLI's args parameter", UserWarning)
+        cli = build_recipe(args, run=False)
     if ckpt:
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
         missing, unexpected = cli.model.load_state_dict(state["state_dict"], strict=False)
@@ -89,34 +96,67 @@ def embed(
     ckpt: str | None = None,
     out: str = "embeddings.npz",
     split: str = "test",
+    files: list[str] | None = None,
     device: str = "auto",
     overrides: list[str] | None = None,
 ) -> str:
-    """Write a checkpoint's mean-pooled embeddings of one split, with sample ids.
+    """Write a checkpoint's mean-pooled embeddings of one split, or of files, with ids.
 
     Args:
         recipe: the recipe the checkpoint was trained with.
         ckpt: the checkpoint (`--ckpt`, required), e.g. RUN/checkpoints/last.ckpt.
         out: output .npz (arrays ``ids``, ``participants``, ``devices``, ``embeddings``).
-        split: which prepared split to embed.
+        split: which prepared split to embed (when no --files are given).
+        files: volume files to embed instead of a split (`--files a.nii.gz b.dcm ...`, or
+            a .txt list of paths, one per line): each is read and preprocessed as `prepare`
+            does for the recipe (its data.spacing and data.input_size); ``ids`` are the
+            paths as given; unreadable files are skipped, counted and listed in the .npz.
         device: where the encoder runs ("auto": the GPU when there is one).
         overrides: extra recipe overrides.
     """
     if ckpt is None:
         raise ValueError("--ckpt is required: the checkpoint to embed with (e.g. last.ckpt)")
     module, dm = load_pretrained(recipe, ckpt, list(overrides or []))
+    if files:
+        written = embed_files(module, dm, files, out, device=device)
+        print(written.summary())
+        return written.out
     return run_embed(module, dm, out=out, split=split, device=device)
 
 
-def probe_main(args: list[str]) -> None:
-    result = CLI(probe, args=args, prog="fmtrain probe")
+def _files_as_items(args: list[str]) -> list[str]:
+    """`--files a b c` as jsonargparse reads a list (`--files+=a --files+=b ...`): the
+    paths after --files, up to the next option, are its items."""
+    out, in_files = [], False
+    for arg in args:
+        if arg == "--files":
+            in_files = True
+        elif arg.startswith("--files="):
+            out.append(f"--files+={arg.removeprefix('--files=')}")
+        elif arg.startswith("--"):
+            in_files = False
+            out.append(arg)
+        elif in_files:
+            out.append(f"--files+={arg}")
+        else:
+            out.append(arg)
+    return out
+
+
+def probe_main(args: list[str]) -> int:
+    try:
+        result = CLI(probe, args=args, prog="fmtrain probe")
+    except (ValueError, FileNotFoundError) as err:  # a person's input: no traceback
+        print(f"fmtrain probe: {err}", file=sys.stderr)
+        return 2
     print(result.get("table", "no checkpoint given: random-init baselines only (probe.json)"))
     print(f"probe results: {result['seconds']} s; details in probe.json")
+    return 0
 
 
 def embed_main(args: list[str]) -> int:
     try:
-        path = CLI(embed, args=args, prog="fmtrain embed")
+        path = CLI(embed, args=_files_as_items(args), prog="fmtrain embed")
     except ValueError as err:  # a person's mistake: one line, no traceback
         print(f"fmtrain embed: {err}", file=sys.stderr)
         return 2

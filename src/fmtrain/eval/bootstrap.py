@@ -9,6 +9,15 @@ replacement and keeps all rows of a drawn participant together.
 Resamples on which a metric is undefined (AUROC with one class only, R² of a constant
 target) are skipped and counted; when more than half are, the bounds are NaN with a
 warning, because the surviving resamples no longer describe the test set.
+
+Before any of that, :func:`too_few_for_interval` refuses test sets too small for an interval
+at all. The rule: fewer than α/2 of the participant resamples may be degenerate, so that the
+dropped resamples are fewer than one tail of the interval holds. A resample lacks a class
+held by n of G participants with probability ((G - n) / G)^G < e^-n, so with C classes
+⌈ln(2C/α)⌉ participants of each class always suffice (5 for two or three classes at 95%);
+a regression resample draws one participant only with probability G^(1 - G), which needs
+G >= 4 at 95%. A one-volume test split fails both: every resample is that volume, and its
+zero-width "interval" would call any difference significant.
 """
 
 from __future__ import annotations
@@ -165,6 +174,73 @@ def _interval(point: float, samples: np.ndarray, alpha: float, what: str) -> Int
         return Interval(point, math.nan, math.nan, n_boot, n_degenerate)
     low, high = np.quantile(valid, [alpha / 2, 1 - alpha / 2])
     return Interval(point, float(low), float(high), n_boot, n_degenerate)
+
+
+def participants_per_class_needed(num_classes: int, alpha: float = 0.05) -> int:
+    """Participants of each class that keep the resamples lacking a class under alpha / 2,
+    whatever the split's size: ⌈ln(2 C / alpha)⌉ (a class of n participants is missed by a
+    resample with probability below e^-n)."""
+    return math.ceil(math.log(2 * num_classes / alpha))
+
+
+def participants_needed(alpha: float = 0.05) -> int:
+    """The fewest participants G whose single-participant resamples, G^(1 - G), stay under
+    alpha / 2 (4 at alpha = 0.05)."""
+    g = 2
+    while g ** (1 - g) >= alpha / 2:
+        g += 1
+    return g
+
+
+def too_few_for_interval(
+    kind: str, y: ArrayLike, groups: ArrayLike, alpha: float = 0.05
+) -> str | None:
+    """Why a test set is too small for a participant-level bootstrap interval, or None.
+
+    Classification: the share of resamples that lack one of the classes present,
+    sum_c ((G - n_c) / G)^G with n_c the participants holding class c, must stay under
+    alpha / 2, and at least two classes must be present. Regression: the share of
+    single-participant resamples, G^(1 - G), must. See the module docstring.
+
+    Args:
+        kind: "classification" or "regression".
+        y: the labelled test rows' labels.
+        groups: their participant ids.
+        alpha: 1 - interval coverage.
+    """
+    _check_alpha(alpha)
+    y, groups = np.asarray(y), np.asarray(groups)
+    num_groups = len(np.unique(groups))
+    coverage = f"{100 * (1 - alpha):g}%"
+    if kind != "classification":
+        needed = participants_needed(alpha)
+        if num_groups >= needed:
+            return None
+        return (
+            f"the test split has {num_groups} labelled participant(s); a {coverage} "
+            f"participant-level bootstrap interval needs at least {needed} (with G "
+            f"participants a share G^(1-G) of the resamples hold one participant only, and "
+            f"it must stay under alpha/2 = {alpha / 2:g})"
+        )
+    holders = {c: len(np.unique(groups[y == c])) for c in np.unique(y).tolist()}
+    needed = participants_per_class_needed(max(len(holders), 2), alpha)
+    counts = ", ".join(f"{c}: {n}" for c, n in holders.items()) or "none"
+    if len(holders) < 2:
+        return (
+            f"the test split's {num_groups} labelled participant(s) hold one class or none "
+            f"({counts}); an interval for AUROC or balanced accuracy needs at least two "
+            f"classes, {needed} participants of each"
+        )
+    missing = sum(((num_groups - n) / num_groups) ** num_groups for n in holders.values())
+    if missing < alpha / 2:
+        return None
+    return (
+        f"the test split's {num_groups} labelled participants hold {counts}; "
+        f"{missing:.1%} of participant-level bootstrap resamples would lack a class, more "
+        f"than the alpha/2 = {alpha / 2:g} a {coverage} interval can drop. Add test "
+        f"participants: {needed} of each class always suffice (⌈ln(2·C/alpha)⌉ with C = "
+        f"{len(holders)})"
+    )
 
 
 def _check_alpha(alpha: float) -> None:

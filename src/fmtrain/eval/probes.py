@@ -32,7 +32,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from fmtrain.eval.attentive import fit_attentive_probe
-from fmtrain.eval.bootstrap import bootstrap_ci, mean_paired_diff
+from fmtrain.eval.bootstrap import bootstrap_ci, mean_paired_diff, too_few_for_interval
 
 log = logging.getLogger("fmtrain")
 
@@ -41,6 +41,11 @@ PROBES = ("linear", "knn", "attentive")
 ATTENTIVE_LR_GRID = (3e-4, 1e-3, 3e-3)
 C_GRID = (0.01, 0.1, 1.0, 10.0)
 ALPHA_GRID = (0.1, 1.0, 10.0, 100.0, 1000.0)
+
+
+class SplitTooSmallError(ValueError):
+    """A task's labelled test rows are too few for a participant-level interval (the
+    message says how many are needed); `fmtrain probe` refuses such a task, not the run."""
 
 
 @dataclass(frozen=True)
@@ -202,7 +207,7 @@ def _fit_linear(
     if kind == "classification":
         classes, y = np.unique(np.asarray(train_y), return_inverse=True)
         if len(classes) < 2:
-            raise ValueError(f"linear probe: train labels hold one class ({classes!r})")
+            raise ValueError(f"linear probe: train labels hold {_classes_text(classes)}")
     else:
         y = np.asarray(train_y, dtype=np.float64)
     grid = tuple(grid or (C_GRID if kind == "classification" else ALPHA_GRID))
@@ -351,6 +356,13 @@ def _split_arrays(split: Mapping[str, Any], name: str, task: Task) -> dict[str, 
     }
 
 
+def _classes_text(classes: np.ndarray) -> str:
+    """How an error names too few classes: 'no class (no labelled row)' or "one class ['a']"."""
+    if len(classes) == 0:
+        return "no class (no row has a label)"
+    return f"{len(classes)} class{'es' if len(classes) > 1 else ''} {classes.tolist()}"
+
+
 def _encode_test_labels(classes: np.ndarray, y_test: np.ndarray, task: Task) -> np.ndarray:
     codes = np.searchsorted(classes, y_test).clip(0, len(classes) - 1)
     unseen = y_test[classes[codes] != y_test]
@@ -411,7 +423,15 @@ def _probe_task(
     if task.kind == "classification":
         classes = np.unique(tr["y"])
         if len(classes) < 2:
-            raise ValueError(f"task {task.name!r}: train labels hold one class {classes!r}")
+            raise ValueError(
+                f"task {task.name!r}: the training rows hold {_classes_text(classes)}; a "
+                "classifier needs two or more"
+            )
+    problem = too_few_for_interval(task.kind, te["y"], te["groups"], alpha)
+    if problem:
+        raise SplitTooSmallError(f"task {task.name!r}: {problem}")
+    entry["n_test_participants"] = len(np.unique(te["groups"]))
+    if task.kind == "classification":
         y_true = _encode_test_labels(classes, te["y"], task)
         entry["classes"] = classes.tolist()
     else:
@@ -456,6 +476,12 @@ def run_probes(
         alpha: 1 - interval coverage.
         options: keyword arguments per probe, e.g. {"knn": {"k": 10},
             "attentive": {"epochs": 20}}.
+
+    Raises:
+        SplitTooSmallError: a task's labelled test participants are too few for a
+            participant-level interval (`fmtrain.eval.bootstrap.too_few_for_interval`).
+        ValueError: a task's training rows hold fewer than two classes, or its test rows
+            hold classes training never saw.
 
     Returns:
         A JSON-serialisable dict (NaN may appear as a float)::
@@ -507,26 +533,33 @@ def _comparison_row(
     kind = pre["kind"]
     metric_fn = METRICS[kind][metric]
     values = [r["probes"][probe]["metrics"][metric]["value"] for r in rand]
-    gain = mean_paired_diff(
+    diff = mean_paired_diff(
         metric_fn,
         np.asarray(pre["y_true"]),
         np.asarray(pre["probes"][probe]["predictions"]),
         [np.asarray(r["probes"][probe]["predictions"]) for r in rand],
         np.asarray(pre["test_groups"]),
         **boot,
-    )
+    ).to_dict()
+    higher_is_better = metric not in LOWER_IS_BETTER
+    if not higher_is_better:
+        # the gain is an improvement: an MAE 0.003 lower is a gain of +0.003
+        diff |= {"value": -diff["value"], "low": -diff["high"], "high": -diff["low"]}
+    low, high = diff["low"], diff["high"]
     return {
         "task": task,
         "probe": probe,
         "metric": metric,
-        "higher_is_better": metric not in LOWER_IS_BETTER,
+        "higher_is_better": higher_is_better,
         "pretrained": pre["probes"][probe]["metrics"][metric],
         "random": {
             "mean": float(np.mean(values)),
             "sd": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
             "values": [float(v) for v in values],
         },
-        "gain": gain.to_dict(),
+        "gain": diff,
+        # only a finite interval that excludes 0 counts (NaN bounds compare False)
+        "significant": bool(math.isfinite(low) and math.isfinite(high) and (low > 0 or high < 0)),
     }
 
 
@@ -540,13 +573,14 @@ def compare(
 ) -> dict[str, Any]:
     """Pretrained vs random-init encoders, per task, probe and metric.
 
-    The gain is metric(pretrained) − mean over seeds of metric(random seed), with a
-    paired participant-level bootstrap interval: each resample scores the pretrained
-    predictions and every seed's predictions on the same participants and averages the
-    per-seed differences. We chose this over a difference against the seed-averaged
-    prediction because averaging predictions builds an ensemble, which is usually better
-    than any single random encoder; that would understate the gain, and the point would
-    no longer equal "pretrained − the random-init mean" shown beside it. The interval
+    The gain is metric(pretrained) − mean over seeds of metric(random seed), sign-flipped
+    for lower-is-better metrics (MAE) so that a positive gain always means the pretrained
+    encoder is better, with a paired participant-level bootstrap interval: each resample
+    scores the pretrained predictions and every seed's predictions on the same participants
+    and averages the per-seed differences. We chose this over a difference against the
+    seed-averaged prediction because averaging predictions builds an ensemble, which is
+    usually better than any single random encoder; that would understate the gain, and the
+    point would no longer equal "pretrained − the random-init mean" shown beside it. The interval
     covers test-set sampling; seed-to-seed spread is reported separately as the sd.
 
     Args:
@@ -560,7 +594,9 @@ def compare(
     Returns:
         {"n_random": S, "alpha": alpha, "rows": [{"task", "probe", "metric",
         "higher_is_better", "pretrained": {"value", "low", "high", ...},
-        "random": {"mean", "sd", "values"}, "gain": {"value", "low", "high", ...}}, ...]}.
+        "random": {"mean", "sd", "values"}, "gain": {"value", "low", "high", ...},
+        "significant": bool}, ...]}; "significant" is true only when the gain's interval
+        is finite and excludes 0.
         Probes missing from any result (e.g. attentive without tokens) are left out.
     """
     if not random_results:
@@ -586,7 +622,6 @@ def _fmt(value: float, signed: bool = False) -> str:
 
 def _table_cells(row: Mapping[str, Any]) -> list[str]:
     pre, rand, gain = row["pretrained"], row["random"], row["gain"]
-    excludes_zero = gain["low"] > 0 or gain["high"] < 0  # False for NaN bounds
     return [
         row["task"],
         row["probe"],
@@ -594,7 +629,7 @@ def _table_cells(row: Mapping[str, Any]) -> list[str]:
         f"{_fmt(pre['value'])} [{_fmt(pre['low'])}, {_fmt(pre['high'])}]",
         f"{_fmt(rand['mean'])} ± {_fmt(rand['sd'])}",
         f"{_fmt(gain['value'], True)} [{_fmt(gain['low'], True)}, {_fmt(gain['high'], True)}]"
-        + (" *" if excludes_zero else ""),
+        + (" *" if row.get("significant") else ""),
     ]
 
 
@@ -607,7 +642,7 @@ def format_table(comparison: Mapping[str, Any]) -> str:
         "metric",
         f"pretrained [{coverage}% CI]",
         f"random init mean ± sd (n={comparison['n_random']})",
-        f"gain [paired {coverage}% CI]",
+        f"gain, + = pretrained better [paired {coverage}% CI]",
     ]
     lines = [header, *(_table_cells(row) for row in comparison["rows"])]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
@@ -617,7 +652,8 @@ def format_table(comparison: Mapping[str, Any]) -> str:
     ]
     text.insert(1, "  ".join("-" * w for w in widths))
     text.append(
-        "gain = pretrained − random-init mean; * the paired interval excludes 0; "
-        "(↓) lower is better"
+        "gain = pretrained − random-init mean, or random-init mean − pretrained for (↓) "
+        "lower-is-better metrics, so + always means pretrained is better; * the paired "
+        "interval excludes 0"
     )
     return "\n".join(text)
