@@ -181,7 +181,7 @@ def run_demo(
     module, dm = cli.model, cli.datamodule
     held_out = [b.inputs for b in dm.val_dataloader()]
     ranks = rank_against_random_init(
-        module.evaluation_encoder(), module.random_encoder(seed=12345), held_out
+        module.evaluation_encoder(), module.random_encoder(seed=12345), held_out, dm.batch_size
     )
     csv_logger = next(lg for lg in cli.trainer.loggers if isinstance(lg, CSVLogger))
     tb_logger = next(lg for lg in cli.trainer.loggers if isinstance(lg, TensorBoardLogger))

@@ -22,14 +22,28 @@ def pooled_features(encoder: nn.Module, inputs: Iterable[torch.Tensor]) -> torch
 
 
 def rank_against_random_init(
-    encoder: nn.Module, random_encoder: nn.Module, inputs: list[torch.Tensor]
+    encoder: nn.Module,
+    random_encoder: nn.Module,
+    inputs: list[torch.Tensor],
+    batch_size: int | None = None,
 ) -> dict[str, float]:
-    """Effective ranks of both encoders' pooled features and their ratio."""
-    trained = effective_rank(pooled_features(encoder, inputs))
+    """Effective ranks of both encoders' pooled features and their ratio.
+
+    With `batch_size` (the training batch size), also the pretrained encoder's mean effective
+    rank over consecutive groups of that many of the same samples: the figure the collapse
+    monitor's training-batch curve is comparable with, since effective rank grows with the
+    number of samples it is computed on (at most N - 1).
+    """
+    features = pooled_features(encoder, inputs)
+    trained = effective_rank(features)
     random = effective_rank(pooled_features(random_encoder, inputs))
-    return {
+    out = {
         "effective_rank_pretrained": trained,
         "effective_rank_random_init": random,
         "rank_ratio": trained / random,
         "num_samples": sum(x.shape[0] for x in inputs),
     }
+    if batch_size and batch_size > 1 and features.shape[0] >= batch_size:
+        groups = features[: features.shape[0] // batch_size * batch_size].split(batch_size)
+        out["effective_rank_pretrained_in_batches"] = sum(map(effective_rank, groups)) / len(groups)
+    return out
