@@ -152,7 +152,7 @@ def test_segmentation_multiframe(name: str) -> None:
     )
     assert int(ds.NumberOfFrames) == 3 and len(np.unique(positions[:, 2])) == 3  # a volume
 
-    volume = read_volume(path)
+    volume = read_volume(path, images_only=False)
 
     assert volume.array.shape == (3, ds.Rows, ds.Columns)
     assert volume.spacing == pytest.approx(
@@ -177,7 +177,7 @@ def test_multiframe_out_of_order_frames_are_sorted_by_position(tmp_path: Path) -
     )
     ds.save_as(tmp_path / "shuffled.dcm")
 
-    volume = read_volume(tmp_path / "shuffled.dcm")
+    volume = read_volume(tmp_path / "shuffled.dcm", images_only=False)
 
     np.testing.assert_array_equal(volume.array, original)
     assert volume.metadata["frame_order"] == [1, 2, 0]
@@ -244,7 +244,7 @@ def test_rt_dose_frames_from_grid_frame_offsets() -> None:
     iop, ipp = floats(ds.ImageOrientationPatient), floats(ds.ImagePositionPatient)
     normal = np.cross(iop[:3], iop[3:])
 
-    volume = read_volume(path)
+    volume = read_volume(path, images_only=False)
 
     assert volume.array.shape == (int(ds.NumberOfFrames), ds.Rows, ds.Columns)
     assert volume.spacing == pytest.approx((abs(offsets[1] - offsets[0]), *floats(ds.PixelSpacing)))

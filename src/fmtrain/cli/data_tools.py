@@ -4,6 +4,7 @@ that need no recipe."""
 from __future__ import annotations
 
 import json
+import sys
 
 from jsonargparse import CLI
 
@@ -26,16 +27,21 @@ def generate_main(args: list[str]) -> None:
     )
 
 
-def prepare_main(args: list[str]) -> None:
+def prepare_main(args: list[str]) -> int | None:
     from fmtrain.core.storage import join
+    from fmtrain.data.volumes.errors import PrepareFailed
     from fmtrain.data.volumes.prepare import prepare_dataset
 
-    dataset = CLI(
-        prepare_dataset,
-        args=args,
-        description="raw volumes -> prepared zarr",
-        prog="fmtrain prepare",
-    )
+    try:
+        dataset = CLI(
+            prepare_dataset,
+            args=args,
+            description="raw volumes -> prepared zarr",
+            prog="fmtrain prepare",
+        )
+    except PrepareFailed as err:  # the data, not the code: two lines, no traceback
+        print(f"fmtrain prepare: {err.explain('--max_skip_fraction')}", file=sys.stderr)
+        return 2
     counts = dataset.summary["counts"]
     print(
         f"prepared {counts['written']} volumes into {dataset.url} "

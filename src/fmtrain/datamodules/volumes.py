@@ -10,10 +10,11 @@ from fmtrain.core.grid import TokenGrid
 from fmtrain.core.storage import is_remote
 from fmtrain.data.splits import DEFAULT_FRACTIONS
 from fmtrain.data.volumes.augment import AugmentConfig, augment
+from fmtrain.data.volumes.errors import PrepareFailed
 from fmtrain.data.volumes.prepare import prepare_dataset, prepare_params_match
 from fmtrain.data.volumes.prepared import PreparedDataset
 from fmtrain.datamodules.base import PreparedDataModule
-from fmtrain.datamodules.settings import require_positive, require_preparation
+from fmtrain.datamodules.settings import KEY, require_positive, require_preparation
 from fmtrain.datamodules.synthetic import synthetic_volumes
 from fmtrain.masks import MaskSampler, MultiBlockSpec
 
@@ -129,14 +130,17 @@ class VolumeDataModule(PreparedDataModule):
 
     def prepare_from_source(self) -> None:
         assert self.source is not None
-        prepare_dataset(
-            self.source,
-            self.prepared,
-            workers=self.prepare_workers,
-            max_skip_fraction=self.max_skip_fraction,
-            storage_options=self.storage_options,
-            **self._prepare_kwargs(),
-        )
+        try:
+            prepare_dataset(
+                self.source,
+                self.prepared,
+                workers=self.prepare_workers,
+                max_skip_fraction=self.max_skip_fraction,
+                storage_options=self.storage_options,
+                **self._prepare_kwargs(),
+            )
+        except PrepareFailed as err:  # named as the recipe spells it, for check and fit
+            raise err.naming(f"{KEY}.max_skip_fraction") from None
 
     def open_prepared(self) -> PreparedDataset:
         dataset = PreparedDataset(self.prepared, self.storage_options)

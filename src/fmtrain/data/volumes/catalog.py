@@ -8,8 +8,13 @@ A *source* is one of:
   ``laterality``; other columns ride along as item attributes;
 - a plain text file with one path per line;
 - a folder or URL prefix, searched recursively for ``*.nii``, ``*.nii.gz`` and ``*.dcm``.
-  Every NIfTI file is one item; DICOM files are one item each, except that a folder's
-  single-frame files form one item per folder (one series, sorted out by the reader).
+  Every NIfTI file is one item. A folder's single-frame DICOM files form one item per
+  series (SeriesInstanceUID; the reader sorts the slices along the slice normal): keyed by
+  the folder when it holds one series, else by ``FOLDER/series-<number>-<description>``,
+  with the series UID, number, description and modality among the item's attributes.
+  Multi-frame files are items of their own; DICOM objects that are not images
+  (segmentations, RT objects, reports: `fmtrain.data.volumes.dicom_objects`) are skipped
+  and reported (reason ``not_an_image``). See `fmtrain.data.volumes.dicom_folder`.
 
 Relative paths are resolved against the list's folder. A row that is empty or does not parse
 is skipped and reported (reason ``bad_manifest_row``), never fatal on its own.
@@ -28,6 +33,7 @@ from typing import Any
 
 from fmtrain.core.storage import filesystem, is_remote, join, read_bytes
 from fmtrain.data.items import CatalogItem
+from fmtrain.data.volumes.dicom_folder import DicomEntry, scan_dicom_folder
 from fmtrain.data.volumes.errors import VolumeReadError
 from fmtrain.data.volumes.manifest import FIELD_PARSERS, MANIFEST_COLUMNS
 
@@ -158,43 +164,32 @@ def _from_folder(source: str, storage_options: dict | None) -> Catalog:
     fs, root = filesystem(source, storage_options)
     protocol = source.split("://", 1)[0] + "://" if is_remote(source) else ""
     files = sorted(p for p in fs.find(root) if p.lower().endswith(_VOLUME_SUFFIXES))
-    items, dicom_by_folder = [], defaultdict(list)
+    items, skipped, dicom_by_folder = [], [], defaultdict(list)
     for path in files:
         if path.lower().endswith(".dcm"):
             dicom_by_folder[posixpath.dirname(path)].append(path)
         else:
-            items.append(_folder_item(root, protocol, (path,)))
+            relative = posixpath.relpath(path, root)
+            items.append(CatalogItem(relative, (protocol + path,), participant_id=relative))
     for folder, paths in dicom_by_folder.items():
-        multi, single = _split_multiframe(fs, paths)
-        items += [_folder_item(root, protocol, (p,)) for p in multi]
-        if single:
-            items.append(_folder_item(root, protocol, tuple(single), key=folder))
-    return Catalog(source, sorted(items, key=lambda i: i.key), [])
+        entries, set_aside = scan_dicom_folder(fs, paths)
+        items += [_dicom_item(root, protocol, folder, e) for e in entries]
+        skipped += [{**s, "path": protocol + s["path"]} for s in set_aside]
+    return Catalog(source, sorted(items, key=lambda i: i.key), skipped)
 
 
-def _folder_item(root: str, protocol: str, paths: tuple[str, ...], key: str = "") -> CatalogItem:
-    relative = posixpath.relpath(key or paths[0], root)
+def _dicom_item(root: str, protocol: str, folder: str, entry: DicomEntry) -> CatalogItem:
+    relative = posixpath.relpath(posixpath.join(folder, entry.name) if entry.name else folder, root)
+    participant = relative
+    if entry.person is not None:  # one of several series: the folder's person
+        place = posixpath.relpath(folder, root)
+        participant = posixpath.normpath(posixpath.join(place, entry.person or "."))
     return CatalogItem(
-        key=relative, paths=tuple(protocol + p for p in paths), participant_id=relative
+        key=relative,
+        paths=tuple(protocol + p for p in entry.paths),
+        participant_id=participant,
+        attributes=dict(entry.attributes),
     )
-
-
-def _split_multiframe(fs: Any, paths: list[str]) -> tuple[list[str], list[str]]:
-    """Multi-frame files (items of their own) and single-frame files (one series item)."""
-    import pydicom
-
-    if len(paths) == 1:
-        return paths, []
-    multi, single = [], []
-    for path in paths:
-        try:
-            with fs.open(path, "rb") as f:
-                ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["NumberOfFrames"])
-            frames = int(ds.get("NumberOfFrames", 1) or 1)
-        except Exception:  # unreadable headers are left to the reader, which names the reason
-            frames = 1
-        (multi if frames > 1 else single).append(path)
-    return multi, single
 
 
 def _skip(where: str, detail: str) -> dict[str, str]:
@@ -231,6 +226,11 @@ def read_catalog(source: str, storage_options: dict[str, Any] | None = None) -> 
         raise VolumeReadError("missing_file", source, "no manifest, file list or folder here")
     if fs.isdir(path):
         catalog = _from_folder(source, storage_options)
+        if not catalog.items and catalog.skipped:
+            raise ValueError(
+                f"{source}: none of the {len(catalog.skipped)} DICOM files under this folder is "
+                f"an image (first: {catalog.skipped[0]['detail']})"
+            )
         if not catalog.items:
             raise ValueError(f"{source}: no *.nii, *.nii.gz or *.dcm files found under this folder")
         return catalog

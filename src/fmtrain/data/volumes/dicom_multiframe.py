@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset
 
+from fmtrain.data.volumes.dicom_objects import not_an_image
 from fmtrain.data.volumes.dicom_reader import (
     PIXEL_KEYWORDS,
     apply_rescale,
@@ -45,6 +46,7 @@ def read_dicom_file(
     name: str | None = None,
     allow_missing_spacing: bool = False,
     max_voxels: int = 2_000_000_000,
+    images_only: bool = True,
 ) -> Volume:
     """Read one DICOM image file, with its geometry, into a `Volume`.
 
@@ -54,6 +56,9 @@ def read_dicom_file(
         allow_missing_spacing: Use 1.0 mm for a missing pixel or slice spacing (logged and
             recorded in ``metadata["fallbacks"]``) instead of refusing the file.
         max_voxels: Refuse images with more voxels than this, checked before decoding.
+        images_only: Refuse objects with pixels that are not images (a segmentation, an RT
+            dose grid: see `fmtrain.data.volumes.dicom_objects`) as ``not_an_image``; False
+            reads their pixels like an image's.
 
     Returns:
         Volume of shape (frames, rows, columns), or (3, frames, rows, columns) for colour
@@ -68,8 +73,13 @@ def read_dicom_file(
     name = name or path
     ds = open_dataset(path, name)
     if not any(keyword in ds for keyword in PIXEL_KEYWORDS):
-        raise VolumeReadError("no_pixel_data", name, "no Pixel Data element (not an image)")
+        problem = not_an_image(ds, has_pixels=False)
+        if problem:
+            raise VolumeReadError("not_an_image", name, problem)
+        raise VolumeReadError("no_pixel_data", name, "image attributes but no Pixel Data element")
     frames = check_dimensions(ds, name, max_voxels)
+    if images_only and (problem := not_an_image(ds, has_pixels=True)):
+        raise VolumeReadError("not_an_image", name, problem)
     per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
     if per_frame and len(per_frame) != frames:
         raise VolumeReadError(

@@ -17,6 +17,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from fmtrain.data.volumes.dicom_multiframe import read_dicom_file
+from fmtrain.data.volumes.dicom_objects import not_an_image
 from fmtrain.data.volumes.dicom_reader import (
     apply_rescale,
     as_int,
@@ -47,18 +48,22 @@ def read_dicom_series(
     series_uid: str | None = None,
     allow_missing_spacing: bool = False,
     max_voxels: int = 2_000_000_000,
+    images_only: bool = True,
 ) -> Volume:
     """Read the single-frame DICOM files of one series as a volume.
 
     Args:
-        paths: Local files; those that are not DICOM images (text, DICOMDIR, reports) are
-            skipped with a warning and counted in ``metadata["skipped_files"]``.
+        paths: Local files; those that are not DICOM images (text, DICOMDIR, reports,
+            segmentations) are skipped with a warning and counted in
+            ``metadata["skipped_files"]``.
         source: The folder or list the files came from, for errors and ``metadata["path"]``.
         names: Display name per local path (URLs of fetched files); defaults to the path.
         series_uid: Which series to read when the files hold several.
         allow_missing_spacing: Use 1.0 mm for missing pixel or slice spacing, recorded in
             ``metadata["fallbacks"]``, instead of refusing the series.
         max_voxels: Refuse series with more voxels than this, checked before decoding.
+        images_only: Skip objects with pixels that are not images (segmentations, RT dose
+            grids); False keeps them (a series of such objects, read for their pixels).
 
     Returns:
         Volume (slices, rows, columns) — (3, slices, rows, columns) for colour — sorted along
@@ -73,7 +78,7 @@ def read_dicom_series(
     def label(path: str) -> str:
         return names.get(path, path)
 
-    headers, skipped = _image_headers(paths, label, source)
+    headers, skipped = _image_headers(paths, label, source, images_only)
     chosen = _one_series(headers, skipped, series_uid, source)
     if len(chosen) == 1:
         path, header = chosen[0]
@@ -82,6 +87,7 @@ def read_dicom_series(
             name=label(path),
             allow_missing_spacing=allow_missing_spacing,
             max_voxels=max_voxels,
+            images_only=images_only,
         )
         volume.metadata.update(skipped_files=skipped, files=[label(path)])
         return volume
@@ -141,7 +147,7 @@ def read_dicom_series(
     )
 
 
-def _image_headers(paths, label, source) -> tuple[list[tuple[str, Dataset]], int]:
+def _image_headers(paths, label, source, images_only) -> tuple[list[tuple[str, Dataset]], int]:
     """Headers of the DICOM image files among `paths`, and how many files were skipped."""
     headers, skipped = [], 0
     for path in paths:
@@ -155,6 +161,10 @@ def _image_headers(paths, label, source) -> tuple[list[tuple[str, Dataset]], int
             continue
         if "Rows" not in header or "Columns" not in header:
             log.warning("%s: skipping %s: DICOM without an image", source, label(path))
+            skipped += 1
+            continue
+        if images_only and (problem := not_an_image(header, has_pixels=True)):
+            log.warning("%s: skipping %s: %s", source, label(path), problem)
             skipped += 1
             continue
         headers.append((path, header))
@@ -179,7 +189,9 @@ def _one_series(headers, skipped: int, series_uid: str | None, source: str) -> l
         raise VolumeReadError(
             "inconsistent_series",
             source,
-            f"{len(groups)} series ({found}); pass series_uid= to choose one",
+            f"{len(groups)} series ({found}) where one was expected. Give the folder itself "
+            "as the source (`fmtrain prepare FOLDER OUT`, or a recipe's data source) to read "
+            "one volume per series; in Python, read_volume(..., series_uid=UID) reads one",
         )
     return next(iter(groups.values()))
 

@@ -30,7 +30,7 @@ from fmtrain.data.preparation import (
 )
 from fmtrain.data.splits import DEFAULT_FRACTIONS, assign_splits, split_counts
 from fmtrain.data.volumes.catalog import CatalogItem, read_catalog
-from fmtrain.data.volumes.errors import VolumeReadError
+from fmtrain.data.volumes.errors import SET_ASIDE, PrepareFailed, VolumeReadError
 from fmtrain.data.volumes.prepared import PreparedDataset, open_zarr_group
 from fmtrain.data.volumes.preprocess import prepare_volume
 
@@ -230,7 +230,8 @@ def prepare_dataset(
         anatomic_regions: keep only these regions (manifest anatomic_region).
         lateralities: keep only these eyes or sides (manifest laterality), e.g. ["R"].
         workers: parallel processes (1: in this process).
-        max_skip_fraction: fail when more than this fraction of listed items was bad.
+        max_skip_fraction: fail when more than this fraction of listed items was bad
+            (objects that are not images, such as DICOM segmentations, are not counted).
         allow_missing_spacing: fill missing spacing with 1 mm (warned, counted) instead of
             skipping the file.
         storage_options: fsspec options for `source` and `out` (e.g. an S3 endpoint).
@@ -241,7 +242,7 @@ def prepare_dataset(
         The prepared dataset, opened.
 
     Raises:
-        RuntimeError: when too many items were skipped or none was written; ``summary.json``
+        PrepareFailed: when too many items were skipped or none was written; ``summary.json``
             is written first (with ``complete: false``) so the reasons can be read.
     """
     _check_geometry(spacing, size)
@@ -308,25 +309,32 @@ def prepare_dataset(
         out=out,
         seconds=round(time.perf_counter() - start, 1),
     )
-    listed = summary["counts"]["listed"]
-    fraction = summary["counts"]["skipped"] / max(listed, 1)
+    listed, reasons = summary["counts"]["listed"], summary["counts"]["skipped_by_reason"]
+    # objects that are not images (SEG, reports...) are counted but not held against the limit
+    set_aside = sum(n for reason, n in reasons.items() if reason in SET_ASIDE)
+    bad, images = summary["counts"]["skipped"] - set_aside, listed - set_aside
+    fraction = bad / max(images, 1)
+    by_reason = ", ".join(
+        f"{reason} {n}" + (" (not counted: no image)" if reason in SET_ASIDE else "")
+        for reason, n in sorted(reasons.items())
+    )
     failure = None
     if summary["counts"]["written"] == 0:
-        failure = f"no volume could be prepared from {source} ({listed} listed)"
+        failure = (
+            f"no volume could be prepared from {source} ({listed} listed; skipped by "
+            f"reason: {by_reason})"
+        )
     elif fraction > max_skip_fraction:
         failure = (
-            f"{summary['counts']['skipped']} of {listed} items skipped ({fraction:.1%}), over "
-            f"the limit max_skip_fraction={max_skip_fraction}"
+            f"{bad} of {images} items skipped ({fraction:.1%}), over the limit "
+            f"max_skip_fraction={max_skip_fraction}; skipped by reason: {by_reason}"
         )
     summary = {"complete": failure is None, "failure": failure, **summary}
     write_bytes(join(out, "samples.json"), json.dumps(samples).encode(), storage_options)
     write_bytes(join(out, "summary.json"), json.dumps(summary, indent=1).encode(), storage_options)
     if failure:
-        reasons = summary["counts"]["skipped_by_reason"]
-        raise RuntimeError(
-            f"prepare failed: {failure}; reasons {reasons}; details in "
-            f"{join(out, 'summary.json')}. First: {summary['skipped'][:3]}"
-        )
+        written = summary["counts"]["written"]
+        raise PrepareFailed(failure, join(out, "summary.json"), over_limit=written > 0)
     log.info(
         "prepared %d volumes into %s in %.1f s (%d skipped: %s)",
         summary["counts"]["written"],

@@ -34,6 +34,7 @@ def read_volume(
     series_uid: str | None = None,
     allow_missing_spacing: bool = False,
     max_voxels: int = 2_000_000_000,
+    images_only: bool = True,
 ) -> Volume:
     """Read a NIfTI file, a DICOM file, a DICOM series folder or a list of series files.
 
@@ -46,6 +47,9 @@ def read_volume(
         allow_missing_spacing: Use 1.0 mm for spacing a file lacks — logged and listed in
             ``metadata["fallbacks"]`` — instead of raising ``missing_geometry``.
         max_voxels: Refuse images with more voxels than this (checked before decoding).
+        images_only: Refuse DICOM objects that carry pixels but are no image (segmentations,
+            RT dose grids) as ``not_an_image``, and leave them out of a series; False reads
+            their pixels as a volume.
 
     Returns:
         A `Volume`: array (z, y, x), or with a leading ``"time"`` (4D NIfTI) or ``"color"``
@@ -59,7 +63,11 @@ def read_volume(
         VolumeReadError: For every source that cannot be read; ``reason`` is one of
             `fmtrain.data.volumes.errors.REASONS`.
     """
-    options = {"allow_missing_spacing": allow_missing_spacing, "max_voxels": max_voxels}
+    options = {
+        "allow_missing_spacing": allow_missing_spacing,
+        "max_voxels": max_voxels,
+        "images_only": images_only,
+    }
     if isinstance(source, (list, tuple)):
         urls = [os.fspath(s) for s in source]
         if not urls:
@@ -95,7 +103,8 @@ def _common_folder(urls: list[str]) -> str:
 
 def _read_file(path: str, url: str, series_uid: str | None, options: dict) -> Volume:
     if nifti_version(path) is not None:
-        return read_nifti(path, name=url, **options)
+        nifti_options = {k: v for k, v in options.items() if k != "images_only"}
+        return read_nifti(path, name=url, **nifti_options)
     volume = read_dicom_file(path, name=url, **options)
     if series_uid is not None and volume.metadata["series_uid"] != series_uid:
         raise VolumeReadError(
