@@ -65,7 +65,7 @@ def test_prepare_writes_normalized_volumes_and_counts_every_skip(oct_dataset, tm
     seen = set()
     for split in ("train", "val"):
         volumes = dataset.split(split)
-        assert group[split].dtype == np.float16 and group[split].shape[1:] == SIZE
+        assert group["pool"].dtype == np.float16 and group["pool"].shape[1:] == SIZE
         for i in range(len(volumes)):
             v = volumes.load(i)
             assert v.shape == (1, *SIZE)
@@ -112,14 +112,14 @@ def test_interrupted_prepare_resumes_without_redoing_finished_volumes(
     source = str(oct_dataset / "manifest.tsv")
     out = tmp_path / "out"
     first = _prepare(source, out, split_fractions={"train": 1.0})
-    reference = np.asarray(zarr.open_group(str(out / "volumes.zarr"), mode="r")["train"][:])
+    reference = np.asarray(zarr.open_group(str(out / "volumes.zarr"), mode="r")["pool"][:])
     # Undo the last 4 volumes as an interrupted run would have left them: no record, no
     # chunk, no summary. The 8 finished records must be reused untouched.
-    progress = sorted((out / "progress" / "train").iterdir())
+    progress = sorted((out / "progress" / "pool").iterdir())
     kept = {p.name: p.stat().st_mtime_ns for p in progress[:-4]}
     for record in progress[-4:]:
         record.unlink()
-    array = zarr.open_group(str(out / "volumes.zarr"), mode="r+")["train"]
+    array = zarr.open_group(str(out / "volumes.zarr"), mode="r+")["pool"]
     for i in range(len(progress) - 4, len(progress)):
         array[i] = np.full(SIZE, 7.0, dtype=np.float16)
     (out / "summary.json").unlink()
@@ -127,7 +127,7 @@ def test_interrupted_prepare_resumes_without_redoing_finished_volumes(
         again = _prepare(source, out, split_fractions={"train": 1.0})
     assert f"{len(kept)} volumes already done, 4 to go" in caplog.text
     assert {p.name: p.stat().st_mtime_ns for p in progress[:-4]} == kept
-    resumed = np.asarray(zarr.open_group(str(out / "volumes.zarr"), mode="r")["train"][:])
+    resumed = np.asarray(zarr.open_group(str(out / "volumes.zarr"), mode="r")["pool"][:])
     np.testing.assert_array_equal(resumed, reference)
     assert again.samples == first.samples
 
@@ -166,7 +166,7 @@ def test_datamodule_finishes_an_interrupted_preparation(oct_dataset, tmp_path):
     dm.prepare_data()
     # as a kill mid-way leaves it: no summary, one volume without its record
     (out / "summary.json").unlink()
-    sorted((out / "progress" / "train").iterdir())[0].unlink()
+    sorted((out / "progress" / "pool").iterdir())[0].unlink()
     dm.prepare_data()
     dm.setup("fit")
     assert len(dm.train_set) + len(dm.val_set) == 12

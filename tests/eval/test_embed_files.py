@@ -108,4 +108,4 @@ def test_a_file_far_finer_than_the_recipe_expects_is_skipped_not_resampled(
     capsys.readouterr()
     saved = np.load(out)
     assert list(saved["ids"]) == [mr] and list(saved["skipped"]) == [str(T1)]
-    assert saved["skipped_reasons"][0].startswith("absurd_dimensions: 189x233x197 voxels")
+    assert saved["skipped_reasons"][0].startswith("too_large_after_resampling: 189x233x197 voxels")

@@ -87,6 +87,12 @@ class _ValidationCollate:
         return self.collator([v for v, _ in items], ids, rng)
 
 
+def _fraction(dataset: Any, split: str) -> float:
+    """The fraction of participants a prepared dataset meant for `split` (0 if unknown)."""
+    params = getattr(dataset, "params", None) or {}
+    return float((params.get("split_fractions") or {}).get(split, 0.0))
+
+
 def no_augmentation(sample: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     """The identity, for data without augmentations."""
     return sample
@@ -235,6 +241,13 @@ class PreparedDataModule(pl.LightningDataModule):
         self.train_set = _Inputs(dataset.split(self.train_split), self.input_transform())
         if dataset.samples.get(self.val_split):
             self.val_set = _Inputs(dataset.split(self.val_split), self.input_transform())
+        elif self.val_split in dataset.samples and _fraction(dataset, self.val_split) > 0:
+            # asked for and cut, but no participant landed in it: refuse, do not train blind
+            raise ValueError(
+                f"data.init_args.val_split={self.val_split!r}: that split of {dataset.url} is "
+                f"empty (splits: { {k: len(v) for k, v in dataset.samples.items()} }); give it "
+                "participants with data.init_args.split_fractions, or add data"
+            )
         else:
             log.warning("no %r split in %s: validation is off", self.val_split, dataset.url)
         log.info(

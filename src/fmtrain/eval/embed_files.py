@@ -10,7 +10,6 @@ unless no file at all could be read.
 from __future__ import annotations
 
 import logging
-import math
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,8 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from fmtrain.data.volumes.errors import VolumeReadError
-from fmtrain.data.volumes.preprocess import prepare_volume, resampled_shape
 from fmtrain.data.volumes.read import read_volume
+from fmtrain.data.volumes.storable import to_stored
 from fmtrain.datamodules.volumes import VolumeDataModule
 from fmtrain.eval.embed import embed_batches, save_embeddings
 
@@ -33,9 +32,6 @@ __all__ = ["FileEmbedding", "embed_files", "expand_file_list"]
 
 #: names that are lists of paths, one per line, rather than volumes
 LIST_SUFFIXES = (".txt", ".lst", ".list")
-# 2^28 voxels is 1 GiB as float32: a file at a spacing far finer than the recipe's data
-# (a 1 mm head MRI at an OCT recipe's 0.06 mm) is skipped rather than exhausting memory
-RESAMPLE_VOXEL_BUDGET = 2**28
 
 
 def expand_file_list(entries: Sequence[str]) -> list[tuple[str, str]]:
@@ -87,33 +83,9 @@ def _model_input(path: str, dm: VolumeDataModule) -> tuple[torch.Tensor, dict[st
     volume = read_volume(
         path, storage_options=dm.storage_options, allow_missing_spacing=dm.allow_missing_spacing
     )
-    if volume.array.ndim != 3:
-        raise VolumeReadError(
-            "unsupported",
-            path,
-            f"{volume.array.ndim}D array; the recipe's encoder takes 3D volumes (select one "
-            "time point or channel first)",
-        )
-    if not np.isfinite(volume.array).all():
-        raise VolumeReadError("non_finite", path, "NaN or Inf voxels")
-    resampled = resampled_shape(volume.shape, volume.spacing, dm.spacing)
-    if math.prod(resampled) > RESAMPLE_VOXEL_BUDGET:
-        raise VolumeReadError(
-            "absurd_dimensions",
-            path,
-            f"{'x'.join(map(str, volume.shape))} voxels at "
-            f"{'x'.join(f'{s:g}' for s in volume.spacing)} mm resampled to the recipe's "
-            f"data.spacing {'x'.join(f'{s:g}' for s in dm.spacing)} mm would be "
-            f"{'x'.join(map(str, resampled))} voxels; is this recipe meant for these files?",
-        )
-    prepared = prepare_volume(
-        volume.array, volume.spacing, target_spacing=dm.spacing, size=dm.input_size
-    )
-    # through float16 as `prepare` stores it, so a file embeds as its prepared copy would
-    stored = prepared.astype(np.float16)
-    if not np.isfinite(stored).all():
-        raise VolumeReadError("non_finite", path, "values beyond float16 after preprocessing")
-    x = torch.from_numpy(stored.astype(np.float32))[None]
+    # through the float16 `prepare` stores, so a file embeds as its prepared copy would
+    stored = to_stored(volume, path, dm.spacing, dm.input_size)
+    x = torch.from_numpy(stored.array.astype(np.float32))[None]
     transform = dm.input_transform()
     return (x if transform is None else transform(x)), volume.metadata
 

@@ -24,6 +24,8 @@ REASONS: dict[str, str] = {
     "inconsistent_series": "frames of one series differ in size, orientation or spacing",
     "missing_geometry": "spacing is missing and no fallback was allowed",
     "unsupported": "a valid file of a kind fmtrain does not read as a volume",
+    "too_large_after_resampling": "resampling to the target spacing would exceed the voxel "
+    "budget (refused before allocating)",
     "bad_manifest_row": "a manifest or file-list row that is empty or does not parse",
     "unexpected_error": "an error no reader anticipated (a bug: please report it)",
 }

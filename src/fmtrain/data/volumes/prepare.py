@@ -21,24 +21,29 @@ import numpy as np
 
 from fmtrain.core.storage import join, write_bytes
 from fmtrain.data.preparation import (
-    NON_FINITE_STORED,
     finished_records,
     progress_url,
     run_tasks,
-    stored_value_stats,
     write_or_match_json,
 )
 from fmtrain.data.splits import DEFAULT_FRACTIONS, assign_splits, split_counts
 from fmtrain.data.volumes.catalog import CatalogItem, read_catalog
 from fmtrain.data.volumes.errors import SET_ASIDE, PrepareFailed, VolumeReadError
+from fmtrain.data.volumes.geometry import (
+    derive_geometry,
+    refuse_oversized_resample,
+    survey_geometry,
+)
 from fmtrain.data.volumes.prepared import PreparedDataset, open_zarr_group
-from fmtrain.data.volumes.preprocess import prepare_volume
+from fmtrain.data.volumes.storable import to_stored
 
 log = logging.getLogger("fmtrain.data")
 
 __all__ = ["prepare_dataset", "prepare_params_match"]
 
-FORMAT_VERSION = 1
+# 2: one pool array of every volume read, split afterwards (samples.json gives the indices)
+FORMAT_VERSION = 2
+POOL = "pool"
 
 
 @dataclass(frozen=True)
@@ -64,10 +69,24 @@ def _array(task: _Task):
     return _ARRAYS[key]
 
 
-def _process(task: _Task) -> dict:
-    """Read, preprocess and store one volume; return (and persist) its record."""
+def _read(
+    item: CatalogItem,
+    storage_options: dict | None,
+    cache_dir: str | None,
+    allow_missing_spacing: bool,
+):  # -> Volume
     from fmtrain.data.volumes.read import read_volume
 
+    return read_volume(
+        item.paths[0] if len(item.paths) == 1 else list(item.paths),
+        storage_options=storage_options,
+        cache_dir=cache_dir,
+        allow_missing_spacing=allow_missing_spacing,
+    )
+
+
+def _process(task: _Task) -> dict:
+    """Read, preprocess and store one volume; return (and persist) its record."""
     item = task.item
     record: dict[str, Any] = {
         "split": task.split,
@@ -79,39 +98,15 @@ def _process(task: _Task) -> dict:
         "attributes": item.attributes,
     }
     try:
-        source = item.paths[0] if len(item.paths) == 1 else list(item.paths)
-        volume = read_volume(
-            source,
-            storage_options=task.storage_options,
-            cache_dir=task.cache_dir,
-            allow_missing_spacing=task.allow_missing_spacing,
-        )
-        if volume.array.ndim != 3:
-            axis = volume.metadata.get("leading_axis", "leading")
-            raise VolumeReadError(
-                "unsupported",
-                item.key,
-                f"{volume.array.ndim}D array with a {axis} axis of {volume.array.shape[0]}; "
-                "prepare takes 3D volumes (select one time point or channel first)",
-            )
-        if not np.isfinite(volume.array).all():
-            raise VolumeReadError("non_finite", item.key, "NaN or Inf voxels")
-        prepared = prepare_volume(
-            volume.array, volume.spacing, target_spacing=task.spacing, size=task.size
-        )
-        stored = prepared.astype(np.float16)
-        stats = stored_value_stats(stored)
-        if not stats["finite"]:  # e.g. values beyond float16's range after preprocessing
-            raise VolumeReadError(
-                NON_FINITE_STORED,
-                item.key,
-                f"{stats['non_finite']} values are NaN/Inf once stored as float16 (largest "
-                f"finite input {float(np.nanmax(np.abs(prepared))):.3g})",
-            )
-        _array(task)[task.index] = stored
+        volume = _read(item, task.storage_options, task.cache_dir, task.allow_missing_spacing)
+        stored = to_stored(volume, item.key, task.spacing, task.size)
+        if stored.geometry_warning:
+            record["geometry_warning"] = stored.geometry_warning
+            log.warning("%s: %s", item.key, stored.geometry_warning)
+        _array(task)[task.index] = stored.array
         record.update(
             status="ok",
-            stats=stats,
+            stats=stored.stats,
             raw_shape=list(volume.shape),
             raw_spacing=[round(float(s), 6) for s in volume.spacing],
             fallbacks=list(volume.metadata.get("fallbacks", [])),
@@ -142,6 +137,50 @@ def _check_geometry(spacing: Sequence[float], size: Sequence[int]) -> None:
         raise ValueError(f"spacing={list(spacing)}: expected three finite numbers > 0 (mm, z y x)")
     if len(size) != 3 or not all(isinstance(v, int) and v >= 1 for v in size):
         raise ValueError(f"size={list(size)}: expected three whole numbers >= 1 (voxels, z y x)")
+
+
+def _target_geometry(
+    items: list[CatalogItem],
+    spacing: Sequence[float] | None,
+    size: Sequence[int] | None,
+    storage_options: dict | None,
+    cache_dir: str | None,
+    allow_missing_spacing: bool,
+) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    """The geometry to prepare at: as given, or derived from a few volumes (printed); and
+    refused before any worker starts when it cannot fit the data at all."""
+    given = spacing is not None and size is not None
+    survey = survey_geometry(
+        [i.key for i in items],
+        lambda i: _read(items[i], storage_options, cache_dir, allow_missing_spacing),
+        limit=4 if given else 16,
+    )
+    if not given:
+        derived_spacing, derived_size, text = derive_geometry(survey, spacing)
+        spacing, size = derived_spacing, size or derived_size
+        log.info("%s", text)
+    assert spacing is not None and size is not None
+    too_large = []
+    for shape, raw in zip(survey.shapes, survey.spacings, strict=True):
+        try:
+            refuse_oversized_resample("", shape, raw, spacing)
+        except VolumeReadError as err:
+            too_large.append(err.detail)
+    if survey.read and len(too_large) == survey.read:  # every volume looked at: hopeless
+        raise ValueError(f"spacing={list(spacing)} does not fit this data: {too_large[0]}")
+    return tuple(float(s) for s in spacing), tuple(int(n) for n in size)
+
+
+def _warn_empty_splits(samples: dict[str, list], fractions: dict[str, float], people: int) -> None:
+    for split, members in samples.items():
+        if not members and fractions[split] > 0:
+            log.warning(
+                "split %r is empty: %d participants with readable volumes are too few for "
+                "fractions %s; a recipe that trains, validates or probes on it will refuse",
+                split,
+                people,
+                fractions,
+            )
 
 
 def _create_arrays(
@@ -178,8 +217,8 @@ def _summary(
         entry["raw_shape"]["x".join(map(str, r["raw_shape"]))] += 1
         entry["raw_spacing_mm"]["x".join(f"{s:g}" for s in r["raw_spacing"])] += 1
     by_split: dict[str, Counter] = defaultdict(Counter)
-    for r in records:
-        by_split[r["split"]]["written" if r["status"] == "ok" else "skipped"] += 1
+    for r in ok:  # skipped items belong to no split: they were read before splitting
+        by_split[r["split"]]["written"] += 1
     return {
         **extra,
         "counts": {
@@ -187,8 +226,11 @@ def _summary(
             "written": len(ok),
             "skipped": len(skipped),
             "skipped_by_reason": dict(Counter(s["reason"] for s in skipped)),
+            "mostly_padding_or_cropped": sum(1 for r in ok if r.get("geometry_warning")),
             "by_split": {k: dict(v) for k, v in sorted(by_split.items())},
-            "items_per_split_and_device": split_counts(items, assignment),
+            "items_per_split_and_device": split_counts(
+                [i for i in items if i.key in {r["key"] for r in ok}], assignment
+            ),
         },
         "skipped": skipped,
         "fallbacks": [{"key": r["key"], "fallbacks": r["fallbacks"]} for r in ok if r["fallbacks"]],
@@ -203,8 +245,8 @@ def prepare_dataset(
     source: str,
     out: str,
     *,
-    spacing: tuple[float, float, float] = (0.05, 0.02, 0.02),
-    size: tuple[int, int, int] = (64, 384, 384),
+    spacing: tuple[float, float, float] | None = None,
+    size: tuple[int, int, int] | None = None,
     split_fractions: dict[str, float] | None = None,
     seed: int = 0,
     devices: list[str] | None = None,
@@ -222,8 +264,10 @@ def prepare_dataset(
     Args:
         source: manifest.tsv, CSV/TSV file list, text list, or folder (path or URL).
         out: where the prepared dataset goes (path or URL, e.g. ``s3://bucket/prepared``).
-        spacing: target voxel spacing in mm, (z, y, x).
-        size: volume size after centre crop/pad, (z, y, x).
+        spacing: target voxel spacing in mm, (z, y, x); default: the median of the data's
+            (a few volumes are read to choose it, and the choice is printed).
+        size: volume size after centre crop/pad, (z, y, x); default: the median field of
+            view at `spacing`, rounded up to multiples of 16 voxels (8 below 64).
         split_fractions: participant fractions per split (default train/val/test 0.8/0.1/0.1).
         seed: seed of the split.
         devices: keep only these device models (manifest manufacturers_model_name).
@@ -245,11 +289,17 @@ def prepare_dataset(
         PrepareFailed: when too many items were skipped or none was written; ``summary.json``
             is written first (with ``complete: false``) so the reasons can be read.
     """
-    _check_geometry(spacing, size)
+    if spacing is not None:
+        _check_geometry(spacing, size or (1, 1, 1))
+    if size is not None:
+        _check_geometry(spacing or (1.0, 1.0, 1.0), size)
     start = time.perf_counter()
     fractions = dict(split_fractions or DEFAULT_FRACTIONS)
     catalog = read_catalog(source, storage_options).filter(
         devices=devices, anatomic_regions=anatomic_regions, lateralities=lateralities
+    )
+    spacing, size = _target_geometry(
+        catalog.items, spacing, size, storage_options, cache_dir, allow_missing_spacing
     )
     params = {
         "format_version": FORMAT_VERSION,
@@ -267,26 +317,28 @@ def prepare_dataset(
         "allow_missing_spacing": allow_missing_spacing,
     }
     write_or_match_json(join(out, "prepare.json"), params, storage_options, "parameters")
-    assignment = assign_splits(catalog.items, fractions, seed)
-    write_or_match_json(join(out, "splits.json"), assignment, storage_options, "splits")
 
-    per_split: dict[str, list[CatalogItem]] = {name: [] for name in fractions}
-    for item in catalog.items:
-        per_split[assignment[item.participant_id]].append(item)
-    _create_arrays(out, {k: len(v) for k, v in per_split.items() if v}, size, storage_options)
+    # Every volume is read into one pool first; the splits are cut afterwards among the
+    # participants that have a readable volume, so unreadable files cannot empty a split.
+    _create_arrays(out, {POOL: len(catalog.items)}, size, storage_options)
     done = finished_records(out, storage_options)
     tasks = [
-        _Task(out, split, i, item, tuple(spacing), tuple(size), storage_options,
+        _Task(out, POOL, i, item, tuple(spacing), tuple(size), storage_options,
               allow_missing_spacing, cache_dir)
-        for split, items in per_split.items()
-        for i, item in enumerate(items)
-        if (split, i) not in done
+        for i, item in enumerate(catalog.items)
+        if (POOL, i) not in done
     ]  # fmt: skip
     if done:
         log.info("resuming %s: %d volumes already done, %d to go", out, len(done), len(tasks))
     records = list(done.values()) + run_tasks(
         _process, tasks, workers, progress=progress, desc="preparing volumes", unit="vol"
     )
+    readable = [catalog.items[r["index"]] for r in records if r["status"] == "ok"]
+    assignment = assign_splits(readable, fractions, seed)
+    write_or_match_json(join(out, "splits.json"), assignment, storage_options, "splits")
+    for record in records:  # in memory only: the stored record keeps the pool it was read into
+        if record["status"] == "ok":
+            record["split"] = assignment[record["participant_id"]]
 
     samples = {
         split: sorted(
@@ -300,6 +352,7 @@ def prepare_dataset(
         )
         for split in fractions
     }  # fmt: skip
+    _warn_empty_splits(samples, fractions, len(assignment))
     summary = _summary(
         records,
         catalog.skipped,

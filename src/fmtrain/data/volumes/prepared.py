@@ -3,11 +3,13 @@
 Layout under the output location (a folder or a URL prefix)::
 
     prepare.json        the parameters it was made with (spacing, size, splits, source, ...)
-    splits.json         participant id -> split
-    volumes.zarr/       one float16 array per split, [N, *size], one chunk per volume
-    progress/<split>/   one small JSON record per finished volume (written after its chunk),
+    splits.json         participant id -> split, cut among participants with a readable volume
+    volumes.zarr/pool   one float16 array of every listed item, [N, *size], one chunk per
+                        volume (format 1 had one array per split instead)
+    progress/pool/      one small JSON record per finished volume (written after its chunk),
                         so an interrupted run resumes without redoing finished work
-    samples.json        per split, the volumes that were written, with their provenance
+    samples.json        per split, the volumes that were written (``index`` into the pool),
+                        with their provenance
     summary.json        counts, skipped files with reasons, shape/spacing histograms per
                         device; written last, and ``"complete": true`` marks a usable dataset
 
@@ -49,10 +51,12 @@ class PreparedSplit:
         indices: list[int],
         samples: list[dict],
         storage_options: dict[str, Any] | None = None,
+        array_name: str | None = None,
     ) -> None:
         self.url, self.split = url, split
         self.indices, self.samples = indices, samples
         self.storage_options = storage_options
+        self.array_name = array_name or split
         self._array = None
 
     def __len__(self) -> int:
@@ -64,7 +68,7 @@ class PreparedSplit:
     @property
     def array(self):
         if self._array is None:
-            self._array = open_zarr_group(self.url, self.storage_options, "r")[self.split]
+            self._array = open_zarr_group(self.url, self.storage_options, "r")[self.array_name]
         return self._array
 
     def value_records(self) -> list[dict]:
@@ -130,4 +134,6 @@ class PreparedDataset:
                 "Check data.train_split / data.val_split and data.split_fractions."
             )
         indices = [s["index"] for s in samples]
-        return PreparedSplit(self.url, name, indices, samples, self.storage_options)
+        # format 2 stores one pool of volumes; format 1 one array per split
+        array = "pool" if self.params.get("format_version", 1) >= 2 else name
+        return PreparedSplit(self.url, name, indices, samples, self.storage_options, array)
