@@ -43,11 +43,14 @@ def prepare_main(args: list[str]) -> int | None:
         print(f"fmtrain prepare: {err.explain('--max_skip_fraction')}", file=sys.stderr)
         return 2
     counts = dataset.summary["counts"]
+    per_split = ", ".join(f"{k} {v['written']}" for k, v in counts["by_split"].items())
+    padded = counts.get("mostly_padding_or_cropped", 0)
     print(
-        f"prepared {counts['written']} volumes into {dataset.url} "
-        f"({json.dumps(counts['by_split'])}); skipped {counts['skipped']}: "
-        f"{json.dumps(counts['skipped_by_reason'])}; details in "
-        f"{join(dataset.url, 'summary.json')}"
+        f"prepared {counts['written']} volumes into {dataset.url} at spacing "
+        f"{list(dataset.spacing)} mm, size {list(dataset.size)} ({per_split}); skipped "
+        f"{counts['skipped']}: {json.dumps(counts['skipped_by_reason'])}"
+        + (f"; {padded} mostly padding or cropping (named in the log)" if padded else "")
+        + f"; details in {join(dataset.url, 'summary.json')}"
     )
 
 
