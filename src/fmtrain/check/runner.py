@@ -13,6 +13,7 @@ import re
 import sys
 import tempfile
 import time
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 
 from fmtrain.check.batches import check_batch, check_dataset_size, mask_statistics
+from fmtrain.check.fixes import fix_for, recipe_key
 from fmtrain.check.parse_errors import explain_parse_error
 from fmtrain.check.pictures import save_mask_pictures
 from fmtrain.check.problems import CheckReport
@@ -28,6 +30,7 @@ from fmtrain.check.step import run_step
 from fmtrain.check.storage import probe_writable
 from fmtrain.check.synthetic import synthetic_overrides
 from fmtrain.check.values import check_stored_values, scan_batches
+from fmtrain.core.debug import debug_requested
 from fmtrain.engine.global_batch import global_batch_mismatch
 from fmtrain.recipe import FmtrainCLI, build_recipe
 
@@ -40,6 +43,30 @@ _KEY = re.compile(r"\b((?:data|model|trainer|checkpoint)\.[A-Za-z_][\w.\[\]]*)")
 def _key_in(message: str, default: str) -> str:
     found = _KEY.search(message)
     return found.group(1).rstrip(".") if found else default
+
+
+# for a message that names no recipe key and is of no kind `fixes` knows: no guess at a cause
+_UNKNOWN_FIX = "the message says what failed; `fmtrain check RECIPE --debug` shows where"
+
+
+def _caught(
+    report: CheckReport,
+    err: BaseException,
+    category: str,
+    fallback: tuple[str, str],
+    what: str = "",
+    dm: Any = None,
+) -> None:
+    """Report an error check caught: the key and fix of its kind (`check.fixes`) when known,
+    else `fallback` (key, fix); `what` was being done. Under --debug its traceback is
+    printed too."""
+    if debug_requested():
+        traceback.print_exception(err)
+    message = f"{what}{type(err).__name__}: {err}"
+    splits = {f"data.init_args.{k}": getattr(dm, k, None) for k in ("train_split", "val_split")}
+    known = fix_for(message, splits)
+    key, fix = (known.key, known.fix) if known else fallback
+    report.add("error", recipe_key(key), message.strip(), fix, category)
 
 
 def _count_devices(devices: Any, accelerator: str) -> tuple[int, bool]:
@@ -104,24 +131,23 @@ def _build(report: CheckReport, args: list[str]):
             raise
         explained = explain_parse_error(str(err), _CheckCLI.known_keys)
         if explained is not None:
+            if debug_requested():
+                traceback.print_exception(err)
+            known = fix_for(str(err))  # a kind with a specific fix (an indivisible size)
             report.add(
                 "error",
-                explained.key,
+                known.key if known else explained.key,
                 explained.reason,
-                explained.fix,
+                known.fix if known else explained.fix,
                 "config",
                 explained.value,
             )
             return None
         message = f"{type(err).__name__}: {err}"
         category = "device" if "precision" in message or "accelerator" in message else "shape"
-        report.add(
-            "error",
-            _key_in(message, "recipe"),
-            message.strip(),
-            "see the message; `fmtrain fit --help` lists every key",
-            category,
-        )
+        key = _key_in(message, "recipe")
+        fix = "see the message; `fmtrain fit --help` lists every key"
+        _caught(report, err, category, (key, fix))
         return None
 
 
@@ -198,19 +224,10 @@ def _load_data(report: CheckReport, dm) -> bool:
         dm.prepare_data()
         dm.setup("fit")
     except Exception as err:
-        message = f"{type(err).__name__}: {err}"
-        named = _key_in(message, "")
-        default = "data.init_args.train_split" if "split" in message else "data.init_args.source"
-        report.add(
-            "error",
-            named or default,
-            message,
-            # a message that names its setting says the fix too; otherwise the usual causes
-            f"change {named} as the message says"
-            if named
-            else "point data.source / data.prepared at existing data and name an existing split",
-            "data",
-        )
+        named = _key_in(f"{err}", "")
+        # a message that names its setting says the fix too; no guess at a cause otherwise
+        fallback = f"change {named} as the message says" if named else _UNKNOWN_FIX
+        _caught(report, err, "data", (named or "data.init_args", fallback), dm=dm)
         return False
     return True
 
@@ -323,8 +340,10 @@ def _first_batch(report: CheckReport, dm, scan: bool = True):
                     (time.perf_counter() - started) / searched, 4
                 )
     except Exception as err:
-        report.add("error", "data.init_args", f"building a batch failed: {type(err).__name__}: "
-                   f"{err}", "see the message", "data")  # fmt: skip
+        named = _key_in(f"{err}", "")
+        fallback = f"change {named} as the message says" if named else _UNKNOWN_FIX
+        what = "building a batch failed: "
+        _caught(report, err, "data", (named or "data.init_args", fallback), what, dm)
         return None
     return first
 
