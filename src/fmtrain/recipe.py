@@ -26,7 +26,7 @@ from fmtrain.engine.interrupt import StopOnSignal
 from fmtrain.engine.warning_summary import collect_warnings, format_warning_summary
 from fmtrain.eval.monitors import CollapseMonitor
 
-__all__ = ["FmtrainCLI", "build_recipe", "model_class"]
+__all__ = ["FmtrainCLI", "build_recipe", "model_class", "register_builtin_classes"]
 
 
 # Recipe keys and class paths that moved, with what to write instead: a recipe written for
@@ -102,6 +102,23 @@ def model_class(class_path: str | None) -> type | None:
         return getattr(import_module(module or "fmtrain.methods"), name)
     except (ImportError, AttributeError):
         return None  # the parser names the bad class_path itself
+
+
+def register_builtin_classes() -> None:
+    """Import every fmtrain method, datamodule, encoder and mask sampler.
+
+    The parser resolves a short name (`--model.help VJEPAModule`, `data: VolumeDataModule`)
+    only among the subclasses imported so far; fmtrain's methods load lazily, so without
+    this the short names of all but the recipe's own class are "not a dot import path"."""
+    import fmtrain.datamodules
+    import fmtrain.masks
+    import fmtrain.methods
+    import fmtrain.nn
+    import fmtrain.nn.timeseries  # the PatchTST, PatchTSMixer and TTM encoders
+
+    for package in (fmtrain.methods, fmtrain.datamodules, fmtrain.masks, fmtrain.nn):
+        for name in getattr(package, "__all__", ()):
+            getattr(package, name)  # a lazy package imports the name's module here
 
 
 def _plain(value: Any) -> Any:
@@ -278,6 +295,7 @@ def build_recipe(
     """
     options = recipe_options(list(args) if args is not None else sys.argv[1:])
     refuse_renamed_keys(options)
+    register_builtin_classes()
     cli_class._recipe_model = model_class(_model_class_path(options))
     options: dict[str, Any] = {
         "subclass_mode_model": True,

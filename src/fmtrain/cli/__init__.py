@@ -14,17 +14,21 @@ fmtrain demo                                 # OCT + V-JEPA; --modality signals 
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from fmtrain.cli.errors import DEBUG_ENV, explain_failure, take_debug_flag
 from fmtrain.cli.messages import show_progress_messages
+from fmtrain.cli.recipe_command import known_keys, run_recipe
 
 if TYPE_CHECKING:
     from fmtrain.recipe import FmtrainCLI
 
 __all__ = ["FmtrainCLI", "main", "run_cli"]
 
+_RECIPE_COMMANDS = ("fit", "validate")
 _TOOLS = {
     "check": "build a recipe, pull real batches, run a step; report shapes, masks, problems",
     "probe": "score a checkpoint's frozen encoder with linear/k-NN/attentive probes vs random init",
@@ -79,20 +83,49 @@ def _tool(name: str) -> Callable[[list[str]], int | None]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the `fmtrain` command."""
+    """Entry point of the `fmtrain` command.
+
+    A person's mistake (a bad key or value, a missing file, data that does not fit the
+    recipe) ends in one or two lines, ``fmtrain CMD: error: ...`` and the fix, with exit
+    code 2; a bug keeps its traceback. `--debug` anywhere on the line, or FMTRAIN_DEBUG=1,
+    shows the traceback of every failure (`fmtrain.cli.errors`).
+    """
     show_progress_messages()
     from_shell = argv is None
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv, debug = take_debug_flag(sys.argv[1:] if argv is None else argv)
+    if from_shell:
+        sys.argv[1:] = argv  # Lightning reads a shell command's arguments from there
+    command = argv[0] if argv and (argv[0] in _TOOLS or argv[0] in _RECIPE_COMMANDS) else ""
+    saved = os.environ.get(DEBUG_ENV)
+    if debug:  # for what the command starts: check, loader workers, DDP processes
+        os.environ[DEBUG_ENV] = "1"
+    try:
+        code = _dispatch(argv, from_shell)
+    except BaseException as err:
+        message = None if debug else explain_failure(err, command, argv[1:], known_keys())
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        sys.exit(2)
+    finally:
+        if saved is None:
+            os.environ.pop(DEBUG_ENV, None)
+        else:
+            os.environ[DEBUG_ENV] = saved
+    if code:
+        sys.exit(code)
+
+
+def _dispatch(argv: list[str], from_shell: bool) -> int | None:
     if argv and argv[0] in _TOOLS:
-        code = _tool(argv[0])(argv[1:])
-        if code:
-            sys.exit(code)
-        return
+        return _tool(argv[0])(argv[1:])
     if not argv or argv[0] in ("-h", "--help"):
         # once: `fmtrain fit --help` has the recipe keys, this page the commands
         print(__doc__)
         for name, text in _TOOLS.items():
             print(f"  {name:14s} {text}")
-        print("  fit/validate   train or evaluate a recipe (see `fmtrain fit --help`)\n")
-        return
-    run_cli(None if from_shell else argv)
+        print("  fit/validate   train or evaluate a recipe (see `fmtrain fit --help`)")
+        print("  --debug        (anywhere, or FMTRAIN_DEBUG=1) show the traceback of any error\n")
+        return None
+    run_recipe(argv, description=__doc__ or "", from_shell=from_shell)
+    return None
