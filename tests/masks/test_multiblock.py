@@ -83,13 +83,14 @@ def test_index_contract_on_random_grids_and_specs(cfg, batch_size, seed):
     assert sampler.num_tokens == num_tokens
     pairs = sampler.sample(batch_size, np.random.default_rng(seed))
     assert len(pairs) == len(specs)
-    for pair in pairs:
+    # another batch, of another size and seed: the same lengths (static shapes)
+    others = sampler.sample(batch_size % 6 + 1, np.random.default_rng(seed + 1))
+    for pair, other, lengths in zip(pairs, others, sampler.lengths, strict=True):
         assert_valid_pair(
             pair, batch_size=batch_size, num_tokens=num_tokens, min_context=min_context
         )
-        if batch_size == 1:
-            # Nothing to equalise: context and target partition the grid.
-            assert pair.context.shape[1] + pair.target.shape[1] == num_tokens
+        assert (pair.context.shape[1], pair.target.shape[1]) == lengths
+        assert (other.context.shape[1], other.target.shape[1]) == lengths
 
 
 # ---------------------------------------------------------------- reachability
@@ -172,11 +173,11 @@ def truncate_tail(rows: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def unequalised_contexts(grid, spec, seed: int) -> list[np.ndarray]:
-    # Batches of one are never cut, so they show the un-equalised per-sample contexts
-    # (the block size is drawn per batch either way, so the marginals match).
+    # The blocks before the lengths are fixed: every sample's whole complement (one sample
+    # per draw; the block size is drawn per batch either way, so the marginals match).
     sampler = MultiBlockMaskSampler(grid, [spec], min_context_tokens=1)
     rng = np.random.default_rng(seed)
-    return [sampler.sample(1, rng)[0].context[0].numpy() for _ in range(TAIL_SAMPLES)]
+    return [np.flatnonzero(~sampler.block_masks(1, rng)[0][0]) for _ in range(TAIL_SAMPLES)]
 
 
 @pytest.mark.parametrize("name", sorted(TAIL_GRIDS))
@@ -337,9 +338,9 @@ def test_vjepa_config_masks_most_of_the_grid(grid):
     sampler = MultiBlockMaskSampler(grid, VJEPA_SPECS)
     rng = np.random.default_rng(0)
     n = sampler.num_tokens
-    # Per sample (batch of one, nothing cut): the union of each family's blocks.
-    target = np.array([[p.target.shape[1] / n for p in sampler.sample(1, rng)] for _ in range(60)])
-    # As the model sees it, after equalising batches of 16.
+    # Per sample, before the lengths are fixed: the union of each family's blocks.
+    target = np.array([[m.sum() / n for m in sampler.block_masks(1, rng)] for _ in range(60)])
+    # As the model sees it, at the fixed lengths.
     batched = [sampler.sample(16, rng) for _ in range(6)]
     context_b = np.array([[p.context.shape[1] / n for p in ps] for ps in batched])
     target_b = np.array([[p.target.shape[1] / n for p in ps] for ps in batched])

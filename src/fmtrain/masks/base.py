@@ -36,7 +36,9 @@ class MaskSampler:
 
     Subclasses implement `num_families`, `validate` and `sample`; `describe` has a
     generic Monte-Carlo default. Samplers run on loader workers for every batch, so they
-    draw with numpy and return tensors.
+    draw with numpy and return tensors. Every built-in sampler gives each family the same
+    [B, Nc] and [B, Nt] shapes in every batch, fixed by the grid and its settings, so that
+    a compiled step never recompiles and the allocator reuses its blocks.
 
     Attributes:
         min_context_tokens: every sample keeps at least this many context tokens.

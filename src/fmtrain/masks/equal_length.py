@@ -1,16 +1,20 @@
-"""Equal lengths inside a batch without positional bias, for every sampler.
+"""Equal lengths without positional bias, for every sampler.
 
 A batch's samples must share one context length and one target length (the indices are
 stacked into [B, N] tensors). Cutting every row to the shortest by dropping its tail, as the
 reference V-JEPA collator does, makes the last positions (last frames, bottom rows) lose
 context far more often than the first. Here each row keeps a uniformly random subset.
+
+`equalised_indices` cuts a batch to its own shortest row (the length varies per batch);
+`fixed_length_pair` gives every batch the same lengths, fixed in advance, so that the model
+sees one shape on every step (no recompilation, no allocator churn).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["equalised_indices"]
+__all__ = ["equalised_indices", "fixed_length_pair"]
 
 
 def equalised_indices(
@@ -47,6 +51,67 @@ def equalised_indices(
     kept = positions.reshape(batch, size).astype(np.int64, copy=False)
     kept -= (np.arange(batch) * num)[:, None]
     return kept
+
+
+def fixed_length_pair(
+    hidden: np.ndarray, context_len: int, target_len: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Context and target index rows of fixed lengths from a [B, N] hidden-token mask.
+
+    Per row, the context is a uniformly random `context_len`-subset of the visible tokens;
+    when a row has fewer visible tokens, all of them plus a uniformly random subset of its
+    hidden tokens (those leave the target). The target is then a uniformly random
+    `target_len`-subset of the remaining hidden tokens, topped up, when they are too few,
+    with uniformly random visible tokens the context did not take. Choosing within each
+    class uniformly keeps the result free of positional bias; `context_len + target_len <=
+    N` makes every row feasible, and context and target are always disjoint.
+
+    Args:
+        hidden: bool [B, N], True where the sampler hid a token (the target before cutting).
+        context_len: context tokens per row, 1 <= context_len.
+        target_len: target tokens per row, 1 <= target_len, context_len + target_len <= N.
+        rng: numpy generator.
+
+    Returns:
+        (context, target): int64 [B, context_len] and [B, target_len], ascending per row.
+    """
+    batch, num = hidden.shape
+    if not (context_len >= 1 and target_len >= 1 and context_len + target_len <= num):
+        raise ValueError(
+            f"fixed lengths context={context_len}, target={target_len} do not fit {num} tokens"
+        )
+    visible = ~hidden
+    short = np.maximum(context_len - np.count_nonzero(visible, axis=1), 0)
+    lent = _pick(hidden, short, rng)  # hidden tokens the context takes where it is short
+    context = _pick(visible | lent, np.full(batch, context_len), rng)
+    remaining = hidden & ~lent
+    short = np.maximum(target_len - np.count_nonzero(remaining, axis=1), 0)
+    extra = _pick(visible & ~context, short, rng)  # visible tokens the target takes
+    target = _pick(remaining | extra, np.full(batch, target_len), rng)
+    # every row holds the same count, so the column indices reshape exactly
+    return (
+        np.nonzero(context)[1].reshape(batch, context_len).astype(np.int64, copy=False),
+        np.nonzero(target)[1].reshape(batch, target_len).astype(np.int64, copy=False),
+    )
+
+
+def _pick(members: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """bool [B, N]: a uniformly random `counts[i]`-subset of row i's members (counts[i] <=
+    the row's member count). Marks the smaller of the picked and the left set, as
+    `equalised_indices` does, so `_uniform_picks` stays within its bound."""
+    out = np.zeros(members.shape, dtype=bool)
+    if not counts.any():
+        return out
+    lengths = np.count_nonzero(members, axis=1)
+    positions = np.flatnonzero(members)
+    mark_picked = counts <= lengths - counts
+    # Rows without members (and so nothing to pick) divide by zero inside the draw sizing;
+    # they draw nothing either way.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        marked = _uniform_picks(lengths, np.where(mark_picked, counts, lengths - counts), rng)
+    marked ^= np.repeat(~mark_picked, lengths)  # now True = picked, in every row
+    out.reshape(-1)[positions[marked]] = True
+    return out
 
 
 def _uniform_picks(lengths: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:

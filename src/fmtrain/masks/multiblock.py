@@ -5,6 +5,19 @@ shared by every sample, as in V-JEPA, so that lengths are similar); each sample 
 places `num_blocks` blocks at independent uniform positions. The target is the union of
 the blocks, the context its complement. Indices address the grid flattened in row-major
 (C) order. Sampling is pure numpy because it runs on loader workers for every batch.
+
+Static lengths: every batch of a family has the same context and target lengths, fixed when
+the sampler is built from the grid and the spec alone, so the model sees one shape on every
+step (a compiled step never recompiles; the allocator reuses its blocks). The rule: draw
+`_LENGTH_BATCHES` x `_LENGTH_BATCH_SIZE` samples with a fixed seed (`_LENGTH_SEED`), exactly
+as `sample` draws them, and take the 10th percentile (lower) of the per-sample context
+counts as the context length and of the per-sample target counts as the target length.
+Most samples then lose a uniformly random part of their context and target (as batch-minimum
+equalisation did, which for a batch of 8 cut to about the 11th percentile); the ~10% of
+samples with fewer visible tokens get the missing context tokens from their blocks, and the
+~10% with fewer hidden tokens get their missing target tokens from the visible ones the
+context did not take (`fixed_length_pair`), chosen uniformly, so no position is favoured.
+Every context keeps >= `min_context_tokens` (every sample does, so its percentile does).
 """
 
 from __future__ import annotations
@@ -18,7 +31,7 @@ import numpy as np
 import torch
 
 from fmtrain.masks.base import MaskPair, MaskSampler
-from fmtrain.masks.equal_length import equalised_indices
+from fmtrain.masks.equal_length import fixed_length_pair
 
 logger = logging.getLogger("fmtrain.masks")
 
@@ -29,6 +42,12 @@ _SHRINK_PER_AXIS = 0.8
 # Batches drawn by `describe()`; a fixed seed keeps log lines reproducible.
 _DESCRIBE_BATCHES = 16
 _DESCRIBE_BATCH_SIZE = 8
+# The simulation that fixes each family's lengths (see the module docstring): 256 samples in
+# batches of 8 (the block size is drawn per batch), a fixed seed, the 10th percentile.
+_LENGTH_BATCHES = 32
+_LENGTH_BATCH_SIZE = 8
+_LENGTH_SEED = 0
+_LENGTH_QUANTILE = 0.1
 
 
 def _as_range(
@@ -111,9 +130,10 @@ class MultiBlockMaskSampler:
     Every sample keeps at least `min_context_tokens` context tokens. When a placement
     hides too much, the blocks of that sample are re-placed, then shrunk by
     `_SHRINK_PER_AXIS` per axis per try; after `max_tries` attempts the sample falls
-    back to 1-token blocks, which the constructor has proven feasible. Within a batch,
-    every row is cut to the shortest context (and shortest target) by keeping a uniformly
-    random subset, so no position loses tokens more often than another.
+    back to 1-token blocks, which the constructor has proven feasible. Every batch of a
+    family has the same context and target lengths (`lengths`), fixed at construction from
+    the grid and the spec (module docstring); each row keeps a uniformly random subset, so no
+    position loses tokens more often than another.
 
     Args:
         grid: token grid shape, (L,), (H, W) or (T, H, W).
@@ -182,6 +202,7 @@ class MultiBlockMaskSampler:
                     self._min_context,
                     i,
                 )
+        self._lengths = [self._fixed_lengths(spec) for spec in self._specs]
 
     @property
     def num_tokens(self) -> int:
@@ -203,6 +224,16 @@ class MultiBlockMaskSampler:
         """The mask families, in the order `sample` returns them."""
         return self._specs
 
+    @property
+    def lengths(self) -> list[tuple[int, int]]:
+        """(context, target) tokens per sample of each family: the same in every batch."""
+        return list(self._lengths)
+
+    def block_masks(self, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+        """Per family, bool [B, N]: the union of each sample's blocks, before the lengths are
+        fixed (what `sample` cuts its target and context from)."""
+        return [self._block_masks(spec, batch_size, rng)[0] for spec in self._specs]
+
     def sample(self, batch_size: int, rng: np.random.Generator) -> list[MaskPair]:
         """Sample one (context, target) pair per spec for a batch.
 
@@ -223,8 +254,8 @@ class MultiBlockMaskSampler:
                 "Fix: pass np.random.default_rng(seed)."
             )
         pairs = []
-        for i, spec in enumerate(self._specs):
-            pair, _, adaptation = self._sample_spec(spec, int(batch_size), rng)
+        for i in range(len(self._specs)):
+            pair, _, adaptation = self._sample_spec(i, int(batch_size), rng)
             if adaptation is not None and not self._adaptation_logged:
                 # Once per sampler: the event is expected on small grids and would
                 # otherwise repeat every batch on every worker.
@@ -246,9 +277,9 @@ class MultiBlockMaskSampler:
     def describe(self) -> str:
         """Summarize each spec in one line, for logs.
 
-        The expected block size and context/target fractions are Monte-Carlo estimates
-        from a fixed seed (so the text is reproducible), measured after equalising
-        lengths within batches of `_DESCRIBE_BATCH_SIZE`.
+        The expected block size and the fraction of batches that had to adapt are
+        Monte-Carlo estimates from a fixed seed (so the text is reproducible); the context
+        and target lengths are the fixed ones every batch has.
 
         Returns:
             One line per spec, joined by newlines.
@@ -256,21 +287,20 @@ class MultiBlockMaskSampler:
         rng = np.random.default_rng(0)
         lines = []
         for i, spec in enumerate(self._specs):
-            extents, ctx, tgt, adapted = [], [], [], 0
+            extents, adapted = [], 0
             for _ in range(_DESCRIBE_BATCHES):
-                pair, ext, adaptation = self._sample_spec(spec, _DESCRIBE_BATCH_SIZE, rng)
+                _, ext, adaptation = self._block_masks(spec, _DESCRIBE_BATCH_SIZE, rng)
                 extents.append(ext)
-                ctx.append(pair.context.shape[1])
-                tgt.append(pair.target.shape[1])
                 adapted += adaptation is not None
             mean_ext = np.mean(extents, axis=0)
             block = float(np.mean([math.prod(e) for e in extents]))
             n = self._num_tokens
+            ctx, tgt = self._lengths[i]
             lines.append(
                 f"specs[{i}]: {spec.num_blocks} blocks of ~{'x'.join(f'{e:.1f}' for e in mean_ext)}"
-                f" = {block:.0f} tokens ({block / n:.1%} of {n}); target {np.mean(tgt) / n:.2f},"
-                f" context {np.mean(ctx) / n:.2f} of tokens per sample"
-                f" (batch {_DESCRIBE_BATCH_SIZE}); {adapted}/{_DESCRIBE_BATCHES} batches adapted"
+                f" = {block:.0f} tokens ({block / n:.1%} of {n}); target {tgt} ({tgt / n:.2f}),"
+                f" context {ctx} ({ctx / n:.2f}) tokens per sample in every batch;"
+                f" {adapted}/{_DESCRIBE_BATCHES} batches adapted"
             )
         return "\n".join(lines)
 
@@ -340,10 +370,34 @@ class MultiBlockMaskSampler:
             return "re-placed"
         return f"shrunk from {tuple(extents.tolist())} to {tuple(current.tolist())}"
 
+    def _fixed_lengths(self, spec: MultiBlockSpec) -> tuple[int, int]:
+        """(context, target) lengths of a family: the lower 10th percentiles of a fixed-seed
+        simulation of `sample` (module docstring). A pure function of grid and spec."""
+        rng = np.random.default_rng(_LENGTH_SEED)
+        hidden = np.concatenate(
+            [
+                np.count_nonzero(self._block_masks(spec, _LENGTH_BATCH_SIZE, rng)[0], axis=1)
+                for _ in range(_LENGTH_BATCHES)
+            ]
+        )
+        rank = int(_LENGTH_QUANTILE * (hidden.size - 1))
+        context = int(np.sort(self._num_tokens - hidden)[rank])
+        target = int(np.sort(hidden)[rank])
+        return context, target
+
     def _sample_spec(
-        self, spec: MultiBlockSpec, batch_size: int, rng: np.random.Generator
+        self, index: int, batch_size: int, rng: np.random.Generator
     ) -> tuple[MaskPair, np.ndarray, str | None]:
-        """Sample one spec for a batch; returns the pair, drawn extents, adaptation note."""
+        """Sample family `index` for a batch; returns the pair, drawn extents, adaptation note."""
+        flat, extents, adaptation = self._block_masks(self._specs[index], batch_size, rng)
+        context, target = fixed_length_pair(flat, *self._lengths[index], rng)
+        pair = MaskPair(context=torch.from_numpy(context), target=torch.from_numpy(target))
+        return pair, extents, adaptation
+
+    def _block_masks(
+        self, spec: MultiBlockSpec, batch_size: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, str | None]:
+        """Place one spec's blocks for a batch: (hidden bool [B, N], extents, adaptation)."""
         extents = self._draw_extents(spec, rng)
         starts = self._place(extents, batch_size * spec.num_blocks, rng).reshape(
             batch_size, spec.num_blocks, -1
@@ -358,13 +412,7 @@ class MultiBlockMaskSampler:
         hidden = np.count_nonzero(flat, axis=1)
         for b in np.flatnonzero(self._num_tokens - hidden < self._min_context).tolist():
             adaptation = self._adapt(masks[b], extents, spec, rng)
-            hidden[b] = np.count_nonzero(flat[b])
-
-        pair = MaskPair(
-            context=torch.from_numpy(equalised_indices(~flat, self._num_tokens - hidden, rng)),
-            target=torch.from_numpy(equalised_indices(flat, hidden, rng)),
-        )
-        return pair, extents, adaptation
+        return flat, extents, adaptation
 
 
 def default_families() -> list[MultiBlockSpec]:
