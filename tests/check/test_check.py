@@ -165,11 +165,12 @@ def test_class9_non_finite_values_in_stored_data(oct_dataset, tmp_path):
     ]
     damaged = tmp_path / "damaged"
     shutil.copytree(prepared[0], damaged)
-    train = zarr.open_group(str(damaged / "volumes.zarr"), mode="r+")["train"]
-    last = train.shape[0] - 1  # one damaged volume: most batches, the first included, are clean
-    volume = np.asarray(train[last])
+    pool = zarr.open_group(str(damaged / "volumes.zarr"), mode="r+")["pool"]
+    train = json.loads((damaged / "samples.json").read_text())["train"]
+    last = train[-1]["index"]  # one damaged volume: most batches, the first included, are clean
+    volume = np.asarray(pool[last])
     volume[0, 0, :4] = np.nan
-    train[last] = volume
+    pool[last] = volume
     report = _check(
         oct_dataset,
         tmp_path,
@@ -178,7 +179,7 @@ def test_class9_non_finite_values_in_stored_data(oct_dataset, tmp_path):
         "--data.init_args.batch_size=1",
     )
     error = _error(report, "data.init_args.prepared", "contain NaN")
-    key = json.loads((damaged / "samples.json").read_text())["train"][last]["key"]
+    key = train[-1]["key"]
     assert key in error.message and "non-finite values" in error.message
 
 

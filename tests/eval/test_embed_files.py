@@ -32,7 +32,14 @@ def fresh_checkpoint(tmp_path_factory):
 
 
 def _embed(args: list[str]) -> int:
-    return embed_main([str(TINY_RECIPE), *args, f"--overrides+={SPACING}"])
+    """`fmtrain embed` in this process, as the shell runs it: errors end with an exit code."""
+    from fmtrain.cli import main
+
+    try:
+        main(["embed", str(TINY_RECIPE), *args, f"--overrides+={SPACING}"])
+    except SystemExit as exit:
+        return int(exit.code or 0)
+    return 0
 
 
 def test_files_are_embedded_with_their_paths_as_ids_and_bad_ones_skipped(
@@ -90,9 +97,12 @@ def test_no_readable_file_is_one_line_naming_the_reasons(fresh_checkpoint, tmp_p
     assert (
         _embed(["--ckpt", fresh_checkpoint, "--files", rtplan, "--out", str(tmp_path / "e")]) == 2
     )
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1
-    assert err[0].startswith("fmtrain embed: none of the 1 file(s) could be read as a volume (")
+    lines = capsys.readouterr().err.strip().splitlines()
+    err = [line for line in lines if not line.startswith("[fmtrain] ")]  # progress messages
+    assert len(err) == 1, lines
+    assert err[0].startswith(
+        "fmtrain embed: error: none of the 1 file(s) could be read as a volume ("
+    )
     assert f"{rtplan}: " in err[0]
 
 

@@ -15,6 +15,17 @@ from fmtrain.data.volumes.prepared import PreparedDataset
 from tests.conftest import TINY_RECIPE
 
 
+def _exit_code(*args: str) -> int:
+    """`fmtrain ARGS` in this process, as the shell runs it: errors end with an exit code."""
+    from fmtrain.cli import main
+
+    try:
+        main(list(args))
+    except SystemExit as exit:
+        return int(exit.code or 0)
+    return 0
+
+
 @pytest.fixture(scope="module")
 def tiny_checkpoint(oct_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("probe_ckpt")
@@ -154,7 +165,6 @@ def test_labels_by_file_name_relative_path_or_stem_all_match(probe_dataset, tmp_
 def test_labels_that_match_nothing_are_one_error_with_examples_of_both_sides(
     probe_dataset, tiny_checkpoint, tmp_path, capsys
 ):
-    from fmtrain.cli.evaluate import probe_main
 
     _, overrides, samples = probe_dataset
     ckpt, _ = tiny_checkpoint
@@ -164,7 +174,7 @@ def test_labels_that_match_nothing_are_one_error_with_examples_of_both_sides(
         [["/elsewhere/scan_1.nii.gz", "a"], ["/elsewhere/scan_2.nii.gz", "b"]],
     )
     args = [str(TINY_RECIPE), "--ckpt", ckpt, "--labels", labels, "--out_dir", str(tmp_path)]
-    assert probe_main(args + [f"--overrides+={o}" for o in overrides]) == 2
+    assert _exit_code("probe", *args, *[f"--overrides+={o}" for o in overrides]) == 2
     err = capsys.readouterr().err
     assert "array(" not in err and "Traceback" not in err
     assert f"{labels}: no id in column 'filepath' matches a sample" in err
@@ -198,7 +208,6 @@ def test_a_one_volume_test_split_is_refused_with_how_many_are_needed(
     oct_dataset, tiny_checkpoint, tmp_path, capsys
 ):
     """Reported: a one-volume test split still gave a table with a starred gain."""
-    from fmtrain.cli.evaluate import probe_main
 
     ckpt, _ = tiny_checkpoint
     # a file list without devices: the 12 participants form one group, 11 train / 1 test
@@ -214,7 +223,7 @@ def test_a_one_volume_test_split_is_refused_with_how_many_are_needed(
     ]
     args = [str(TINY_RECIPE), "--ckpt", ckpt, "--labels", str(oct_dataset / "labels.tsv")]
     args += ["--out_dir", str(tmp_path / "out"), "--n_boot", "50"]
-    assert probe_main(args + [f"--overrides+={o}" for o in overrides]) == 2
+    assert _exit_code("probe", *args, *[f"--overrides+={o}" for o in overrides]) == 2
     err = capsys.readouterr().err
     assert "no task can be probed" in err
     assert "column 'foveal_thickness_mm': the test split has 1 labelled participant" in err
@@ -279,10 +288,10 @@ def test_embed_command_takes_the_checkpoint_as_ckpt_as_the_readme_says(
     assert np.load(out)["embeddings"].shape[1] == 64
     capsys.readouterr()  # the progress bar of the run above
     # without it: one line that names the option, no traceback
-    assert embed_main([str(TINY_RECIPE), "--out", str(out)]) == 2
+    assert _exit_code("embed", str(TINY_RECIPE), "--out", str(out)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
-        "fmtrain embed: --ckpt is required: the checkpoint to embed with (e.g. last.ckpt)"
+        "fmtrain embed: error: --ckpt is required: the checkpoint to embed with (e.g. last.ckpt)"
     ]
 
 

@@ -7,7 +7,6 @@ the method, and the method says which encoder is evaluated (`evaluation_encoder(
 from __future__ import annotations
 
 import logging
-import sys
 import warnings
 
 import torch
@@ -144,21 +143,13 @@ def _files_as_items(args: list[str]) -> list[str]:
 
 
 def probe_main(args: list[str]) -> int:
-    try:
-        result = CLI(probe, args=args, prog="fmtrain probe")
-    except (ValueError, FileNotFoundError) as err:  # a person's input: no traceback
-        print(f"fmtrain probe: {err}", file=sys.stderr)
-        return 2
+    result = CLI(probe, args=args, prog="fmtrain probe")  # errors: `fmtrain.cli.errors`
     print(result.get("table", "no checkpoint given: random-init baselines only (probe.json)"))
     print(f"probe results: {result['seconds']} s; details in probe.json")
     return 0
 
 
 def embed_main(args: list[str]) -> int:
-    try:
-        path = CLI(embed, args=_files_as_items(args), prog="fmtrain embed")
-    except ValueError as err:  # a person's mistake: one line, no traceback
-        print(f"fmtrain embed: {err}", file=sys.stderr)
-        return 2
+    path = CLI(embed, args=_files_as_items(args), prog="fmtrain embed")
     print(f"embeddings written to {path}")
     return 0

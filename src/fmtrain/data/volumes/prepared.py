@@ -94,7 +94,7 @@ class PreparedDataset:
         if not exists(summary_url, storage_options):
             raise FileNotFoundError(
                 f"no prepared dataset at {url} (looked for {summary_url}); make one with "
-                "`fmtrain prepare --source SOURCE --out URL`, or set data.source so training "
+                "`fmtrain prepare SOURCE URL`, or set data.source so training "
                 "prepares it"
             )
         self.summary = self._json("summary.json")
