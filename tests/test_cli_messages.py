@@ -40,3 +40,18 @@ def test_top_level_help_lists_every_command_once(capsys):
     assert out.count("driven by YAML recipes") == 1  # the description, printed once
     for command in ("check", "probe", "embed", "demo", "fit/validate"):
         assert f"  {command}" in out
+
+
+def test_lightning_advertisements_are_dropped_and_its_real_notices_kept(caplog):
+    import logging
+
+    from fmtrain.cli.messages import quiet_third_party_notices
+
+    quiet_third_party_notices()
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero"):
+        logger.info("\N{ELECTRIC LIGHT BULB} Tip: For seamless cloud logging, try installing X")
+        logger.info("`Trainer.fit` stopped: `max_steps=3` reached.")
+    assert [r.getMessage() for r in caplog.records] == [
+        "`Trainer.fit` stopped: `max_steps=3` reached."
+    ]

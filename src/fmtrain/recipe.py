@@ -257,11 +257,14 @@ class FmtrainCLI(LightningCLI):
         if stopper:
             self.trainer.callbacks.append(stopper)
         with collect_warnings() as seen:
+            finished = False
             try:
                 with oom.exit_on_oom(oom.memory_settings(self.trainer, model, self.datamodule)):
                     self.trainer.fit(model, **kwargs)
+                finished = True
             finally:  # also when the run stops early: what went wrong on the way matters most
-                announce(format_warning_summary(seen))
+                if finished or seen:  # a failed run without warnings: its error says it all
+                    announce(format_warning_summary(seen))
         run_folder.announce_end(self.trainer, stopper)
 
     def _check_global_batch(self) -> None:

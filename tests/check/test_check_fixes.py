@@ -54,3 +54,19 @@ def test_missing_data_and_a_misspelt_split_name_their_own_keys(tmp_path, oct_dat
     error = _only_error(tmp_path, *store, "--data.init_args.train_split=training")
     assert error.key == "data.init_args.train_split"
     assert error.fix == "set data.init_args.train_split to a split that has samples (train, val)"
+
+
+def test_a_missing_relative_path_says_it_was_read_from_the_current_directory(
+    tmp_path, monkeypatch
+):
+    from fmtrain.check.fixes import fix_for
+    from fmtrain.data.volumes.catalog import read_catalog
+
+    monkeypatch.chdir(tmp_path)
+    for path, relative in (("scans/manifest.tsv", True), (str(tmp_path / "scans"), False)):
+        with pytest.raises(Exception) as err:  # the real error the catalog raises
+            read_catalog(path)
+        found = fix_for(str(err.value))
+        assert found is not None and found.key == "data.init_args.source"
+        note = f"relative paths are read from the current directory, {tmp_path}"
+        assert (note in found.fix) is relative, found.fix

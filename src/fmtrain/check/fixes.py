@@ -11,6 +11,7 @@ of a kind not listed here gets None, and the caller says what it can from the me
 from __future__ import annotations
 
 import ast
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -100,11 +101,20 @@ def _signal_store(m: re.Match[str]) -> Fix:
     )
 
 
+def _relative(path: str) -> str:
+    """Where a relative path was looked for: recipes are read from the current directory,
+    not from the recipe's folder, which surprises people who keep data beside a recipe."""
+    if not path or "://" in path or os.path.isabs(path):
+        return ""
+    return f"; relative paths are read from the current directory, {os.getcwd()}"
+
+
 def _no_store(m: re.Match[str]) -> Fix:
+    url = m["url"] or m["at"]
     return Fix(
         "data.init_args.prepared",
         f"point data.init_args.prepared at a folder written by `fmtrain prepare` or "
-        f"`fmtrain prepare-signals` (nothing complete at {m['url'] or m['at']}), or set "
+        f"`fmtrain prepare-signals` (nothing complete at {url}{_relative(url)}), or set "
         "data.init_args.source to the raw data, which is then prepared there",
     )
 
@@ -113,8 +123,8 @@ def _missing_source(m: re.Match[str]) -> Fix:
     return Fix(
         "data.init_args.source",
         f"point data.init_args.source at an existing manifest, file list or folder ({m['path']} "
-        "does not exist); `fmtrain generate-oct DIR` or `generate-signals DIR` writes one "
-        "to try",
+        f"does not exist{_relative(m['path'])}); `fmtrain generate-oct DIR` or "
+        "`generate-signals DIR` writes one to try",
     )
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fmtrain.cli.errors import DEBUG_ENV, explain_failure, take_debug_flag
-from fmtrain.cli.messages import show_progress_messages
+from fmtrain.cli.messages import quiet_third_party_notices, show_progress_messages
 from fmtrain.cli.recipe_command import known_keys, run_recipe
 
 if TYPE_CHECKING:
@@ -91,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     shows the traceback of every failure (`fmtrain.cli.errors`).
     """
     show_progress_messages()
+    quiet_third_party_notices()
     from_shell = argv is None
     argv, debug = take_debug_flag(sys.argv[1:] if argv is None else argv)
     if from_shell:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import logging
 import sys
 
-__all__ = ["show_progress_messages"]
+__all__ = ["quiet_third_party_notices", "show_progress_messages"]
+
+# Notices from libraries that say nothing about this run: an advertisement, a deprecation
+# inside Lightning's own code, a default Lightning chose for loading its own checkpoint.
+_NOTICES = (
+    "\N{ELECTRIC LIGHT BULB} Tip:",
+    "`weights_only` was not set",
+)
+_DEPRECATIONS = (r"`isinstance\(treespec, LeafSpec\)` is deprecated",)
 
 
 class _CurrentStderrHandler(logging.StreamHandler):
@@ -33,3 +41,21 @@ def show_progress_messages() -> None:
     handler.setFormatter(logging.Formatter("[fmtrain] %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+
+
+class _DropNotices(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).lstrip().startswith(_NOTICES)
+
+
+def quiet_third_party_notices() -> None:
+    """Keep Lightning's advertisements and internal deprecations off a person's screen, so
+    that fmtrain's own lines and real warnings stand out. Set once per command."""
+    import warnings
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropNotices) for f in logger.filters):
+            logger.addFilter(_DropNotices())
+    for message in _DEPRECATIONS:
+        warnings.filterwarnings("ignore", message=message)
