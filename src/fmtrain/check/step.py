@@ -128,7 +128,9 @@ def run_step(  # type: ignore[no-untyped-def]
     method.train()
     compiled = module.compile_backend is not None
     activations, seconds = {}, {}
-    for enable in (recipe_ac, not recipe_ac):  # the recipe's own mode first
+    # the recipe's own mode first; a partial one (some blocks) is measured beside both ends
+    modes = [recipe_ac, not recipe_ac] if isinstance(recipe_ac, bool) else [recipe_ac, False, True]
+    for enable in modes:
         if not enable and True in activations and available is not None:
             bound = activations[True] * _CHECKPOINT_SAVING_BOUND
             if bound > _MEMORY_SHARE * available:  # the other mode could take the machine down
@@ -140,8 +142,8 @@ def run_step(  # type: ignore[no-untyped-def]
         module.set_activation_checkpointing(enable)
         method.zero_grad(set_to_none=True)
         start = time.perf_counter()
-        activations[enable], loss = _saved_bytes(module, batch, autocast)
-        seconds[enable] = time.perf_counter() - start
+        activations[_mode(enable)], loss = _saved_bytes(module, batch, autocast)
+        seconds[_mode(enable)] = time.perf_counter() - start
         if enable == recipe_ac:
             _check_finite(report, module, batch, loss)
     module.set_activation_checkpointing(recipe_ac)
@@ -150,7 +152,7 @@ def run_step(  # type: ignore[no-untyped-def]
 
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
-    per_sample_bytes = activations[recipe_ac] / m
+    per_sample_bytes = activations[_mode(recipe_ac)] / m
     timing = _time_steps(
         module,
         full_batch,
@@ -160,7 +162,7 @@ def run_step(  # type: ignore[no-untyped-def]
         device,
         per_sample_bytes,
         available,
-        seconds[recipe_ac] if not compiled else 0.0,
+        seconds[_mode(recipe_ac)] if not compiled else 0.0,
     )
     method.zero_grad(set_to_none=True)
     mib = 2**20
@@ -209,16 +211,25 @@ def available_memory(device: torch.device) -> int | None:
     return None
 
 
+def _mode(setting: object) -> bool | str:
+    """A checkpointing setting as a table key: False, True, or "partial" (n blocks or a
+    fraction of them; 1 would otherwise be the same key as True)."""
+    return setting if isinstance(setting, bool) else "partial"
+
+
 def _memory_rows(report: CheckReport, module, saved: dict, m: int, per_device: int) -> None:  # type: ignore[no-untyped-def]
     """Activation bytes of the micro-batch per checkpointing mode measured (`saved`: mode ->
-    bytes), and the memory they give at the per-device batch with the fixed part: fp32
-    weights, gradients and AdamW's two moments, weights alone for frozen parts (an EMA
-    target)."""
+    bytes, modes as `_mode` keys them), and the memory they give at the per-device batch
+    with the fixed part: fp32 weights, gradients and AdamW's two moments, weights alone for
+    frozen parts (an EMA target)."""
     params = list(module.method.parameters())
     trainable = sum(p.numel() for p in params if p.requires_grad)
     frozen = sum(p.numel() for p in params if not p.requires_grad)
     fixed, mib, perf = 4 * 4 * trainable + 4 * frozen, 2**20, report.performance
-    for enable, label in ((False, "without"), (True, "with")):
+    setting = module.activation_checkpointing
+    share = f"{setting} block(s)" if isinstance(setting, int) else f"{setting:g} of the blocks"
+    partial = f"with partial ({share} per stack)"
+    for enable, label in ((False, "without"), ("partial", partial), (True, "with")):
         if enable not in saved:
             continue
         per_sample = saved[enable] / m
@@ -247,7 +258,7 @@ def _fake_only(  # type: ignore[no-untyped-def]
     with FakeTensorMode(allow_non_fake_inputs=True) as mode:
         _record_stages(report, module, fake_batch(batch, mode), eager=True)
     other = fake_costs(module, batch, autocast, not module.activation_checkpointing)
-    saved = {module.activation_checkpointing: fake.saved_bytes}
+    saved = {_mode(module.activation_checkpointing): fake.saved_bytes}
     saved[not module.activation_checkpointing] = other.saved_bytes
     perf, mib = report.performance, 2**20
     perf["micro-batch"] = m

@@ -125,6 +125,8 @@ class MAEModule(PretrainMethod):
         compile: compile every transformer block with torch.compile.
         compile_backend: torch.compile backend.
         max_consecutive_bad_steps: stop after this many skipped non-finite steps in a row.
+        attention_backend: SDPA kernels: auto, flash, efficient, math or cudnn (see
+            `PretrainMethod`).
     """
 
     num_mask_families = 1
@@ -142,6 +144,7 @@ class MAEModule(PretrainMethod):
         compile: bool = False,
         compile_backend: str = "inductor",
         max_consecutive_bad_steps: int = 5,
+        attention_backend: str = "auto",
     ) -> None:
         super().__init__(
             input_size=input_size,
@@ -152,6 +155,7 @@ class MAEModule(PretrainMethod):
             compile=compile,
             compile_backend=compile_backend,
             max_consecutive_bad_steps=max_consecutive_bad_steps,
+            attention_backend=attention_backend,
         )
         self.save_hyperparameters()
         d = decoder or DecoderConfig()

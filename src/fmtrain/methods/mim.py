@@ -242,6 +242,8 @@ class MiMModule(PretrainMethod):
         compile: compile every transformer block with torch.compile (ViT encoders).
         compile_backend: torch.compile backend.
         max_consecutive_bad_steps: stop after this many skipped non-finite steps in a row.
+        attention_backend: SDPA kernels: auto, flash, efficient, math or cudnn (see
+            `PretrainMethod`).
     """
 
     def __init__(
@@ -260,6 +262,7 @@ class MiMModule(PretrainMethod):
         compile: bool = False,
         compile_backend: str = "inductor",
         max_consecutive_bad_steps: int = 5,
+        attention_backend: str = "auto",
     ) -> None:
         super().__init__(
             input_size=input_size,
@@ -270,6 +273,7 @@ class MiMModule(PretrainMethod):
             compile=compile,
             compile_backend=compile_backend,
             max_consecutive_bad_steps=max_consecutive_bad_steps,
+            attention_backend=attention_backend,
         )
         self.save_hyperparameters()
         if num_mask_families < 1:

@@ -132,6 +132,8 @@ class MaskedSignalModule(MAEModule):
         compile: compile every transformer block with torch.compile.
         compile_backend: torch.compile backend.
         max_consecutive_bad_steps: stop after this many skipped non-finite steps in a row.
+        attention_backend: SDPA kernels: auto, flash, efficient, math or cudnn (see
+            `PretrainMethod`).
     """
 
     def __init__(
@@ -148,6 +150,7 @@ class MaskedSignalModule(MAEModule):
         compile: bool = False,
         compile_backend: str = "inductor",
         max_consecutive_bad_steps: int = 5,
+        attention_backend: str = "auto",
     ) -> None:
         if stft is not None:  # before any weight is built: a bad recipe fails fast
             validate_stft_lengths(stft, int(input_size[-1]))
@@ -162,6 +165,7 @@ class MaskedSignalModule(MAEModule):
             compile=compile,
             compile_backend=compile_backend,
             max_consecutive_bad_steps=max_consecutive_bad_steps,
+            attention_backend=attention_backend,
         )
         self.save_hyperparameters()
         mae = self.method

@@ -1,8 +1,47 @@
-"""AdamW parameter groups: weight decay on weight matrices only."""
+"""AdamW: parameter groups with weight decay on weight matrices only, and the fastest
+implementation the device offers."""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
+
+# Devices whose fused AdamW kernel fmtrain uses. Fused is one kernel per dtype for every
+# parameter's whole update, and it skips a step on the device (`found_inf`), which the
+# numerics guard needs to skip non-finite steps without a host sync. On this project's
+# 2-core CPU it also ran ~5x faster than foreach (2M parameters: 2.4-9 ms against 12-58 ms
+# per step under load); foreach is the fallback elsewhere.
+FUSED_ADAMW_DEVICES = ("cuda", "cpu")
+
+
+def adamw(
+    groups: list[dict],
+    *,
+    lr: float,
+    betas: tuple[float, float],
+    weight_decay: float,
+    device: torch.device,
+    loss_scaling: bool = False,
+) -> torch.optim.AdamW:
+    """AdamW over `groups`, fused on `FUSED_ADAMW_DEVICES`, foreach elsewhere.
+
+    Args:
+        groups: parameter groups (`decay_param_groups`).
+        lr, betas, weight_decay: AdamW's hyper-parameters (the schedules update lr and
+            weight decay per step).
+        device: where the parameters live.
+        loss_scaling: fp16 training with a gradient scaler: then foreach, because Lightning
+            refuses to clip gradients for an optimizer that unscales inside its step.
+    """
+    fused = device.type in FUSED_ADAMW_DEVICES and not loss_scaling
+    return torch.optim.AdamW(
+        groups,
+        lr=lr,
+        betas=betas,
+        weight_decay=weight_decay,
+        fused=True if fused else None,
+        foreach=None if fused else True,
+    )
 
 
 def decay_param_groups(*modules: nn.Module) -> list[dict]:

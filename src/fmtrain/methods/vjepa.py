@@ -95,12 +95,21 @@ class VJEPA(nn.Module):
         )
 
     @torch.no_grad()
-    def update_target(self, momentum: float) -> None:
-        """5. EMA: target <- momentum * target + (1 - momentum) * context encoder."""
+    def update_target(self, momentum: float, applied: torch.Tensor | None = None) -> None:
+        """5. EMA: target <- momentum * target + (1 - momentum) * context encoder.
+
+        `applied` (0-dim bool on the device) False leaves the target as it was: the step
+        was skipped, and it is decided on the device (momentum 1), with no host sync.
+        """
         target = list(self.target_encoder.parameters())
         online = [p.detach() for p in self.encoder.parameters()]
-        torch._foreach_mul_(target, momentum)
-        torch._foreach_add_(target, online, alpha=1.0 - momentum)
+        if applied is None:
+            torch._foreach_mul_(target, momentum)
+            torch._foreach_add_(target, online, alpha=1.0 - momentum)
+            return
+        kept = torch.where(applied, momentum, 1.0)  # x * 1 + online * 0 is exactly x
+        torch._foreach_mul_(target, kept)
+        torch._foreach_add_(target, torch._foreach_mul(online, 1.0 - kept))
 
 
 class VJEPAModule(PretrainMethod):
@@ -119,6 +128,8 @@ class VJEPAModule(PretrainMethod):
         compile: compile every transformer block with torch.compile.
         compile_backend: torch.compile backend.
         max_consecutive_bad_steps: stop after this many skipped non-finite steps in a row.
+        attention_backend: SDPA kernels: auto, flash, efficient, math or cudnn (see
+            `PretrainMethod`).
     """
 
     def __init__(
@@ -136,6 +147,7 @@ class VJEPAModule(PretrainMethod):
         compile: bool = False,
         compile_backend: str = "inductor",
         max_consecutive_bad_steps: int = 5,
+        attention_backend: str = "auto",
     ) -> None:
         super().__init__(
             input_size=input_size,
@@ -146,6 +158,7 @@ class VJEPAModule(PretrainMethod):
             compile=compile,
             compile_backend=compile_backend,
             max_consecutive_bad_steps=max_consecutive_bad_steps,
+            attention_backend=attention_backend,
         )
         self.save_hyperparameters()
         if num_mask_families < 1:
@@ -186,9 +199,11 @@ class VJEPAModule(PretrainMethod):
             "ema_momentum": linear(step, total_steps=total, start=e.momentum, end=e.final_momentum)
         }
 
-    def after_optimizer_step(self, values: dict[str, float]) -> None:
-        # 5. EMA, once per optimizer step and after it, as in V-JEPA.
-        self.method.update_target(values["ema_momentum"])
+    def after_optimizer_step(
+        self, values: dict[str, float], applied: torch.Tensor | None = None
+    ) -> None:
+        # 5. EMA, once per optimizer step and after it, as in V-JEPA (none after a skipped one).
+        self.method.update_target(values["ema_momentum"], applied)
 
     def collapse_inputs(self, output: JEPAOutput) -> tuple:
         return (

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from fmtrain.core.grid import TokenGrid
+from fmtrain.nn.checkpointing import checked_setting
 
 __all__ = ["Encoder", "EncoderSpec", "ViTEncoder", "spec_from_config", "spec_to_config"]
 
@@ -101,14 +102,22 @@ class ViTEncoder(EncoderSpec):
     Args:
         size: registered size (`vit_test` is a 2-block debug model; see `VIT_SIZES`).
         drop_path: stochastic depth rate of the last block.
-        activation_checkpointing: recompute block activations in backward (less memory).
+        activation_checkpointing: recompute block activations in backward (less memory,
+            about a third more compute for the blocks that do): true for every block, false
+            for none, a number of blocks (e.g. 6) or a fraction of them (e.g. 0.5), spread
+            evenly over the encoder and, with the same setting, over the predictor/decoder.
     """
 
     size: Literal["vit_test", "vit_micro", "vit_tiny", "vit_small", "vit_base", "vit_large"] = (
         "vit_base"
     )
     drop_path: float = 0.0
-    activation_checkpointing: bool = False
+    activation_checkpointing: bool | int | float = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        key = f"{self.recipe_key}.activation_checkpointing"
+        checked_setting(self.activation_checkpointing, key)
 
     def build(self, grid: TokenGrid, in_chans: int) -> nn.Module:
         from fmtrain.nn.vit import VisionTransformer

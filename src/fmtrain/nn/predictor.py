@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from fmtrain.core.grid import TokenGrid
-from fmtrain.nn.checkpointing import run_blocks
+from fmtrain.nn.checkpointing import Checkpointing, run_blocks
 from fmtrain.nn.posembed import sincos_position_embedding
 from fmtrain.nn.tokens import gather_tokens
 from fmtrain.nn.transformer import Block, init_vit_weights
@@ -58,10 +58,11 @@ class JEPAPredictor(nn.Module):
         )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.proj = nn.Linear(embed_dim, out_dim or encoder_dim)
-        self.grad_checkpointing = False
+        self.grad_checkpointing: Checkpointing = False
         self.apply(init_vit_weights)
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
+    def set_grad_checkpointing(self, enable: Checkpointing = True) -> None:
+        """Recompute block activations in backward: all blocks, none, n or a fraction."""
         self.grad_checkpointing = enable
 
     def no_weight_decay(self) -> set[str]:

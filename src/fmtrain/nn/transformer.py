@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,22 +17,56 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 # fast on the median there, without cuDNN's long tail of slow steps.
 ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
+#: `model.init_args.attention_backend`: "auto" lets SDPA choose among `ATTENTION_BACKENDS`;
+#: a named kernel is the only one allowed (a benchmark then measures exactly it), and one
+#: that cannot run the inputs (flash needs fp16/bf16 on a GPU, efficient a GPU) stops the
+#: first step with PyTorch's reasons. "cudnn" is opt-in only, for the reason above.
+AttentionBackend = Literal["auto", "flash", "efficient", "math", "cudnn"]
+_KERNELS: dict[str, list[SDPBackend]] = {
+    "auto": ATTENTION_BACKENDS,
+    "flash": [SDPBackend.FLASH_ATTENTION],
+    "efficient": [SDPBackend.EFFICIENT_ATTENTION],
+    "math": [SDPBackend.MATH],
+    "cudnn": [SDPBackend.CUDNN_ATTENTION],
+}
+
+
+def attention_kernels(backend: str) -> list[SDPBackend]:
+    """The SDPA kernels an `attention_backend` setting allows, best first."""
+    if backend not in _KERNELS:
+        raise ValueError(
+            f"model.init_args.attention_backend={backend!r}: expected one of "
+            f"{', '.join(get_args(AttentionBackend))} (auto: flash, then memory-efficient, "
+            "then math; cuDNN only when named)"
+        )
+    return _KERNELS[backend]
+
 
 class Attention(nn.Module):
-    """Multi-head self-attention; SDPA picks flash / memory-efficient kernels when it can."""
+    """Multi-head self-attention over SDPA with the kernels of `backend` (default: flash,
+    then memory-efficient, then math, whichever first runs the inputs)."""
 
-    def __init__(self, dim: int, num_heads: int, *, qkv_bias: bool = True) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, *, qkv_bias: bool = True, backend: str = "auto"
+    ) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"width {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
+        self.set_attention_backend(backend)
+
+    def set_attention_backend(self, backend: str) -> None:
+        """Allow only the SDPA kernels of `backend` ("auto", "flash", "efficient", "math",
+        "cudnn")."""
+        self.kernels = attention_kernels(backend)
+        self.backend = backend
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, d // self.num_heads).unbind(2)
-        with sdpa_kernel(ATTENTION_BACKENDS):
+        with sdpa_kernel(self.kernels):
             out = F.scaled_dot_product_attention(
                 q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
             )

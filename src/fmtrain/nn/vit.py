@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from fmtrain.core.grid import TokenGrid
-from fmtrain.nn.checkpointing import run_blocks
+from fmtrain.nn.checkpointing import Checkpointing, run_blocks
 from fmtrain.nn.patch_embed import PatchEmbed
 from fmtrain.nn.posembed import sincos_position_embedding
 from fmtrain.nn.tokens import gather_tokens
@@ -74,7 +74,7 @@ class VisionTransformer(nn.Module):
             Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, drop_path=r) for r in rates
         )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
-        self.grad_checkpointing = False
+        self.grad_checkpointing: Checkpointing = False
         self.apply(init_vit_weights)
 
     @classmethod
@@ -92,8 +92,9 @@ class VisionTransformer(nn.Module):
             **kwargs,
         )
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute block activations in backward to trade compute for memory."""
+    def set_grad_checkpointing(self, enable: Checkpointing = True) -> None:
+        """Recompute block activations in backward to trade compute for memory: every
+        block (True), none (False), n blocks (int) or a fraction of them (float)."""
         self.grad_checkpointing = enable
 
     def no_weight_decay(self) -> set[str]:
