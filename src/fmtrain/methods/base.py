@@ -496,7 +496,8 @@ class PretrainMethod(pl.LightningModule):
     def on_fit_end(self) -> None:
         if self.warning_counts:
             summary = ", ".join(f"{n} x {what}" for what, n in self.warning_counts.items())
-            log.warning("this run's warnings: %s", summary)
+            # by kind; each warning itself is counted in the run's summary (warning_summary)
+            log.info("warnings by kind: %s", summary)
 
     def record_warning(self, what: str) -> None:
         """Count a warning for the end-of-run summary (callbacks use it too)."""
