@@ -13,7 +13,12 @@ _NOTICES = (
     "\N{ELECTRIC LIGHT BULB} Tip:",
     "`weights_only` was not set",
 )
-_DEPRECATIONS = (r"`isinstance\(treespec, LeafSpec\)` is deprecated",)
+_EXPECTED_WARNINGS = (
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    # one folder per run: a resumed run writes where it wrote before (a fresh run into a
+    # folder with checkpoints is refused before this, `fmtrain.engine.run_folder`)
+    r"Checkpoint directory .* exists and is not empty",
+)
 
 
 class _CurrentStderrHandler(logging.StreamHandler):
@@ -61,5 +66,5 @@ def quiet_third_party_notices() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropNotices) for f in logger.filters):
             logger.addFilter(_DropNotices())
-    for message in _DEPRECATIONS:
+    for message in _EXPECTED_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
