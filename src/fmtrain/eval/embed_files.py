@@ -176,6 +176,4 @@ def embed_files(
         skipped=np.asarray([name for name, _ in skipped], dtype=str),
         skipped_reasons=np.asarray([why for _, why in skipped], dtype=str),
     )
-    result = FileEmbedding(out, len(kept), skipped)
-    log.info("%s", result.summary())
-    return result
+    return FileEmbedding(out, len(kept), skipped)  # `fmtrain embed` prints its summary
