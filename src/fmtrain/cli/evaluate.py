@@ -145,7 +145,7 @@ def _files_as_items(args: list[str]) -> list[str]:
 def probe_main(args: list[str]) -> int:
     result = CLI(probe, args=args, prog="fmtrain probe")  # errors: `fmtrain.cli.errors`
     print(result.get("table", "no checkpoint given: random-init baselines only (probe.json)"))
-    print(f"probe results: {result['seconds']} s; details in probe.json")
+    print(f"probe results: {result['seconds']} s; details in {result['written_to']}")
     return 0
 
 

@@ -283,6 +283,7 @@ def run_probe(
     output["seconds"] = round(time.perf_counter() - start, 1)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    output["written_to"] = str(out / "probe.json")
     (out / "probe.json").write_text(json.dumps(output))
     if "table" in output:
         (out / "probe.txt").write_text(output["table"] + "\n")
