@@ -6,19 +6,24 @@ at the step it stopped, not at batch 0."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import lightning
 import pytest
 import torch
 
 import fmtrain
+from fmtrain.cli import run_cli
 from fmtrain.datamodules.stream import PretrainStream
 from fmtrain.engine.fsdp import FSDPStrategy
+from fmtrain.eval.rank import effective_rank
+from fmtrain.nn.heads import mean_pool
 from tests.conftest import REPO, TINY_RECIPE
 from tests.engine.rank_batches import read_records
 
@@ -98,10 +103,14 @@ def _checkpoint(run: Path, step: int) -> dict:
     return state
 
 
-def _fit_and_resume(oct_dataset: Path, run: Path, strategy: str, *extra: str) -> dict:
+def _fit_and_resume(
+    oct_dataset: Path, run: Path, strategy: str, *extra: str, after_first: Any = None
+) -> dict:
     run.mkdir()
     _fit(oct_dataset, run, strategy, 3, *extra)
     _assert_ranks_ran(run, [0, 1, 2])
+    if after_first is not None:
+        after_first(run)
     _checkpoint(run, 3)
     encoder = fmtrain.load_encoder(run / "ckpt" / "last.ckpt")  # a plain, unsharded module
     assert encoder(torch.zeros(1, 1, 8, 32, 32)).shape == (1, 64, encoder.embed_dim)
@@ -113,8 +122,38 @@ def _fit_and_resume(oct_dataset: Path, run: Path, strategy: str, *extra: str) ->
     return _checkpoint(run, 5)
 
 
+def _logged(run: Path, key: str) -> list[float]:
+    with (run / "csv" / "metrics.csv").open() as f:
+        return [float(row[key]) for row in csv.DictReader(f) if row.get(key)]
+
+
+def _validation_rank(oct_dataset: Path, checkpoint: Path) -> float:
+    """The effective rank of the evaluation encoder's pooled features over the whole
+    validation split, computed in one process."""
+    source = f"--data.init_args.source={oct_dataset}/manifest.tsv"
+    cli = run_cli(["--config", str(TINY_RECIPE), source, "--trainer.logger=false"], run=False)
+    dm = cli.datamodule
+    dm.prepare_data()
+    dm.setup("fit")
+    # 2 ranks x limit_val_batches=1 x val batch 2: the run validated all of them
+    assert len(dm.val_set) == 4
+    encoder = fmtrain.load_encoder(checkpoint)
+    with torch.no_grad():
+        tokens = encoder(torch.stack([dm.val_set.load(i) for i in range(4)]))
+    return effective_rank(mean_pool(tokens))
+
+
 def test_ddp_two_ranks_read_disjoint_shards_and_resume(oct_dataset, tmp_path):
-    _fit_and_resume(oct_dataset, tmp_path / "ddp", "ddp")
+    def validation_rank_is_of_all_ranks(run: Path) -> None:
+        # validation at step 3: the collapse monitor's rank is of both ranks' samples (4),
+        # not of rank 0's slice (2 samples have an effective rank of at most 1)
+        (logged,) = _logged(run, "val/effective_rank")
+        expected = _validation_rank(oct_dataset, run / "ckpt" / "last.ckpt")
+        assert logged == pytest.approx(expected, rel=1e-4) and expected > 1.5
+
+    _fit_and_resume(
+        oct_dataset, tmp_path / "ddp", "ddp", after_first=validation_rank_is_of_all_ranks
+    )
 
 
 def test_fsdp_two_ranks_on_cpu_keep_the_ema_target_aligned_and_resume(oct_dataset, tmp_path):

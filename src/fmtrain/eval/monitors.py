@@ -184,6 +184,24 @@ class CollapseMonitor(Callback):
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:  # type: ignore[no-untyped-def]
         feats = torch.cat(self._val_features) if self._val_features else None
+        if trainer.world_size > 1:  # each rank validated a slice: the rank is of all of them
+            feats = _gather_rows(pl_module, feats)
         if feats is not None and feats.shape[0] > 1:
             pl_module.log("val/effective_rank", effective_rank(feats), rank_zero_only=True)
         self._val_features = []
+
+
+def _gather_rows(pl_module, rows: torch.Tensor | None) -> torch.Tensor | None:  # type: ignore[no-untyped-def]
+    """Every rank's rows [n_r, D], concatenated in rank order on the CPU (n_r may differ
+    between ranks, or be 0); None when no rank has any. Every rank must call it."""
+    device = pl_module.device
+    local = rows.to(device) if rows is not None else torch.zeros(0, 0, device=device)
+    sizes = pl_module.all_gather(torch.tensor(local.shape, device=device))  # [world, 2]
+    most, width = int(sizes[:, 0].max()), int(sizes[:, 1].max())
+    if most == 0:
+        return None
+    padded = torch.zeros(most, width, device=device)  # all_gather needs one shape on all ranks
+    if local.numel():
+        padded[: local.shape[0]] = local
+    gathered = pl_module.all_gather(padded)  # [world, most, width]
+    return torch.cat([gathered[r, : int(n)] for r, n in enumerate(sizes[:, 0])]).cpu()
