@@ -19,8 +19,9 @@ for each recipe, on a few samples its datamodule generates (`write_synthetic`, a
   bare steps; on a CPU the bytes autograd saves for backward in one step (activations) plus
   fp32 weights, gradients and AdamW moments (not RSS: RSS is process-wide and never falls);
 - FLOPs per sample: FlopCounterMode over forward + backward (model FLOPs: no recompute);
-- MFU = FLOPs per sample x samples/s / peak; peak from --peak_tflops, else a large matmul
-  measured in this run (8192^2 bf16/fp32 on a GPU, 2048^2 fp32 on a CPU), said which;
+- MFU = FLOPs per sample x samples/s / peak; peak from --peak_tflops, else the highest of
+  several large-matmul measurements in this run (8192^2 on a GPU, in bf16 for bf16-mixed
+  recipes and fp32 for the others; 2048^2 fp32 on a CPU), said which;
 - loader: samples/s of the recipe's training loader with 0, 1, 2 workers (--workers), after
   each worker's first batch (start-up, reported apart). The few generated samples are read
   again and again, so this is decode + augment + masks, not storage.
@@ -135,36 +136,50 @@ def measure_peak(peak: dict, device: torch.device, seconds: float = 1.0) -> None
     highest seen: other processes on the machine only ever lower a measurement."""
     if peak["source"] == "--peak_tflops":
         return
-    bf16 = device.type == "cuda"  # GPU recipes train in bf16 (CPU runs force fp32)
-    rate = matmul_peak(device, torch.bfloat16 if bf16 else torch.float32, seconds)
+    rate = matmul_peak(device, getattr(torch, peak["dtype"]), seconds)
     peak["measured_tflops"].append(round(rate / 1e12, 4))
     peak["tflops"] = max(peak["measured_tflops"])
 
 
-def new_peak(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """The peak MFU is taken against, and where it came from."""
+def new_peak(args: argparse.Namespace, device: torch.device, dtype: str) -> dict[str, Any]:
+    """The peak MFU is taken against for steps computing in `dtype`, and where it came from."""
     if args.peak_tflops:
-        return {"tflops": args.peak_tflops, "source": "--peak_tflops"}
-    n, dtype = (8192, "bfloat16") if device.type == "cuda" else (2048, "float32")
+        return {"tflops": args.peak_tflops, "dtype": dtype, "source": "--peak_tflops"}
+    n = 8192 if device.type == "cuda" else 2048
     source = (
         f"measured in this run: {n}x{n} {dtype} matmul, the highest of the measurements taken "
         "at the start, before each recipe and before the sweep"
     )
-    peak = {"tflops": 0.0, "source": source, "measured_tflops": []}
+    peak = {"tflops": 0.0, "dtype": dtype, "source": source, "measured_tflops": []}
     measure_peak(peak, device)
     return peak
 
 
+def peaks_for(args: argparse.Namespace, device: torch.device) -> dict[str, dict]:
+    """bf16-mixed recipes on a GPU are measured against a bf16 peak, everything else
+    (fp32 recipes on a GPU, every run on a CPU) against an fp32 one."""
+    dtypes = ["bfloat16", "float32"] if device.type == "cuda" else ["float32"]
+    return {dtype: new_peak(args, device, dtype) for dtype in dtypes}
+
+
+def peak_of(report: dict, precision: str) -> dict:
+    bf16 = "bf16" in precision and "bfloat16" in report["peaks"]
+    return report["peaks"]["bfloat16" if bf16 else "float32"]
+
+
 def set_mfu(report: dict) -> None:
-    """MFU of every measured step against the run's final peak."""
-    peak = report["peak"]["tflops"] * 1e12
+    """MFU of every measured step against the run's final peak for its precision."""
     for r in report["recipes"]:
+        peak = peak_of(report, r.get("precision", "32-true"))["tflops"] * 1e12
         for part in ("bare", "lightning"):
             if r.get(part, {}).get("samples_per_s"):
                 r[part]["mfu"] = round(r["flops_per_sample"] * r[part]["samples_per_s"] / peak, 4)
+        if "bare" in r:
+            r["mfu_peak_dtype"] = peak_of(report, r["precision"])["dtype"]
+    sweep_peak = peak_of(report, report["sweep_precision"])["tflops"] * 1e12
     for s in report["sweep"]:
         if "samples_per_s" in s:
-            s["mfu"] = round(s["flops_per_sample"] * s["samples_per_s"] / peak, 4)
+            s["mfu"] = round(s["flops_per_sample"] * s["samples_per_s"] / sweep_peak, 4)
 
 
 # --- recipes --------------------------------------------------------------------------------
@@ -410,6 +425,10 @@ def lightning_fit(cli, args, steps: int, bare: float, device) -> dict[str, Any]:
 
 
 # --- scaling sweep --------------------------------------------------------------------------
+def sweep_precision(device: torch.device) -> str:
+    return "bf16-mixed" if device.type == "cuda" else "32-true"
+
+
 def sweep(args: argparse.Namespace, device: torch.device, peak: dict) -> list[dict]:
     """Bare V-JEPA step time against token count (see the module docstring)."""
     cuda = device.type == "cuda"
@@ -417,7 +436,7 @@ def sweep(args: argparse.Namespace, device: torch.device, peak: dict) -> list[di
         (SWEEP_GPU, SWEEP_GPU_GRIDS) if cuda else (SWEEP_CPU, SWEEP_CPU_GRIDS)
     )
     batch = args.sweep_batch or (8 if cuda else 2)
-    autocast = autocast_for(device, "bf16-mixed" if cuda else "32-true")
+    autocast = autocast_for(device, sweep_precision(device))
     peak_rate = peak["tflops"] * 1e12
     deadline = time.perf_counter() + args.sweep_budget_s
     rows, rng = [], np.random.default_rng(0)
@@ -541,10 +560,12 @@ def sweep_row(s: dict) -> str:
 
 
 def print_tables(report: dict) -> None:
-    peak = report["peak"]
+    peaks = "; ".join(
+        f"{p['dtype']} {p['tflops']} TFLOP/s ({p['source']})" for p in report["peaks"].values()
+    )
     print(
         f"\n{report['device']}, torch {report['torch']}, Lightning {report['lightning']}, "
-        f"commit {report['commit']}\npeak {peak['tflops']} TFLOP/s ({peak['source']}); "
+        f"commit {report['commit']}\npeak: {peaks}\n"
         f"load average {report['load_average_start']} -> {report['load_average_end']}\n"
     )
     workers = report["settings"]["workers"]
@@ -638,17 +659,21 @@ def main(argv: list[str] | None = None) -> int:
         "lightning": lightning.__version__,
         "load_average_start": load_average(),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "peak": new_peak(args, device),
+        "peaks": peaks_for(args, device),
+        "sweep_precision": sweep_precision(device),
         "recipes": [],
         "sweep": [],
     }
     for recipe in recipes:
         print(f"[step_efficiency] {recipe} ...", file=sys.stderr, flush=True)
-        measure_peak(report["peak"], device)
+        for peak in report["peaks"].values():
+            measure_peak(peak, device)
         result: dict[str, Any] = {"recipe": Path(recipe).name}
         report["recipes"].append(result)
         try:
-            measure_recipe(recipe, args, device, report["peak"], result)
+            # the lower of the peaks for the time budget: the recipe's precision is not known yet
+            slowest = min(report["peaks"].values(), key=lambda p: p["tflops"])
+            measure_recipe(recipe, args, device, slowest, result)
         except OverBudget as err:
             result["skipped"] = str(err)
         except Exception as err:  # one recipe's failure is a finding, not the end of the run
@@ -658,8 +683,9 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.empty_cache()
     if not args.no_sweep:
         print("[step_efficiency] scaling sweep ...", file=sys.stderr, flush=True)
-        measure_peak(report["peak"], device)
-        report["sweep"] = sweep(args, device, report["peak"])
+        sweep_peak = peak_of(report, report["sweep_precision"])
+        measure_peak(sweep_peak, device)
+        report["sweep"] = sweep(args, device, sweep_peak)
     report["load_average_end"] = load_average()
     set_mfu(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)

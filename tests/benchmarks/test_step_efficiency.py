@@ -32,7 +32,8 @@ def _run(tmp_path: Path, *args: str) -> dict:
 
 def test_tiny_recipe_is_measured_bare_in_lightning_and_loading(tmp_path):
     report = _run(tmp_path, "--recipes", str(TINY_RECIPE), *SMALL)
-    assert report["peak"]["tflops"] > 0 and "measured" in report["peak"]["source"]
+    peak = report["peaks"]["float32"]  # a CPU run: fp32 steps, an fp32 matmul peak
+    assert peak["tflops"] > 0 and "measured" in peak["source"]
     (r,) = report["recipes"]
     assert "error" not in r, r.get("traceback")
     assert r["batch_size"] == 2 and r["tokens_per_sample"] == 64  # the recipe's 4x4x4 grid
@@ -40,6 +41,7 @@ def test_tiny_recipe_is_measured_bare_in_lightning_and_loading(tmp_path):
     assert r["bare"]["steps_timed"] == 2 and r["bare"]["samples_per_s"] > 0
     assert r["lightning"]["steps_timed"] == 2  # steady state: after the warm-up step
     assert r["lightning"]["overhead_vs_bare"] > 0 and r["bare"]["mfu"] > 0
+    assert r["mfu_peak_dtype"] == "float32"
     assert r["memory"]["activations_mib"] > 0 and "not RSS" in r["memory"]["kind"]
     assert [x["workers"] for x in r["loader"]] == [0, 1]
     assert all(x["samples_per_s"] > 0 and x["batches_timed"] == 2 for x in r["loader"])
