@@ -481,9 +481,10 @@ class PretrainMethod(pl.LightningModule):
         metrics |= {f"train/loss_mask{i}": v for i, v in enumerate(out.loss_per_mask)}
         self.log_dict(metrics, on_step=True, prog_bar=False, batch_size=b)
         # The progress bar reads its values as numbers after every batch (a host sync for a
-        # device tensor): give it the loss only at the steps Lightning writes logs anyway.
+        # device tensor): give it the loss only at the steps Lightning writes logs anyway
+        # (those where (step + 1) is a multiple of trainer.log_every_n_steps).
         every = self.trainer.log_every_n_steps if self._trainer is not None else 1
-        if self.global_step % max(every, 1) == 0:
+        if (self.global_step + 1) % max(every, 1) == 0:
             self.log("loss", out.loss, prog_bar=True, logger=False, batch_size=b)
         # the output rides along to callbacks (collapse monitors), detached by Lightning
         return {"loss": out.loss, "output": out}

@@ -238,8 +238,9 @@ class StepVerdict:
 
 
 # Verdicts the host may leave unread before it waits for the oldest: bounds how far the host
-# runs ahead of the device through the guard (and how many batches the verdicts keep alive).
-_MAX_UNREAD_VERDICTS = 8
+# runs ahead of the device through the guard, and how many batches the verdicts keep alive
+# for a replay (usually one or two: a step's verdict is ready by the end of the next step).
+_MAX_UNREAD_VERDICTS = 4
 
 
 class NumericsGuard:
