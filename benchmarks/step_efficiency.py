@@ -13,8 +13,10 @@ for each recipe, on a few samples its datamodule generates (`write_synthetic`, a
   median over --steps steps after --warmup, on the recipe's batches (masks included);
 - Lightning: a short `fit` (validation and periodic checkpoints off, the recipe's callbacks,
   clipping and numerics guard on); steady-state step time = median interval between
-  `on_train_batch_end` calls after --lightning_warmup steps, data waits included;
-  overhead = Lightning step time / bare step time;
+  `on_train_batch_end` calls after --lightning_warmup steps, data waits included; then
+  the bare step again (--steps / 2 after one warm-up): overhead = Lightning step time /
+  median of the bare steps before and after the fit, and "drift" = bare after / before says
+  how much the machine's load changed meanwhile (1.0: not at all);
 - memory: on a GPU the allocator's peak (torch.cuda.max_memory_allocated) over the timed
   bare steps; on a CPU the bytes autograd saves for backward in one step (activations) plus
   fp32 weights, gradients and AdamW moments (not RSS: RSS is process-wide and never falls);
@@ -254,8 +256,17 @@ def quick_size(built: Built, target_flops: float) -> tuple[dict, str] | None:
     sizes = reduced_sizes(grid.input_size, grid.patch_size, target_flops / built.flops)
     if keys is None or not sizes:
         return {}, f"input kept: no smaller size known for {type(dm).__name__}"
-    size = sizes[0]  # the first candidate under the target (they run smallest first)
-    return keys(size), f"input {list(grid.input_size)} -> {list(size)}"
+    # the first candidate under the target (they run smallest first), grown back while the
+    # recipe's masks do not fit its grid (hierarchical levels need room)
+    for size in sizes:
+        cells = tuple(s // p for s, p in zip(size, grid.patch_size, strict=True))
+        try:
+            if getattr(dm, "sampler", None) is not None:
+                dm.sampler.validate(cells)
+        except ValueError:
+            continue
+        return keys(size), f"input {list(grid.input_size)} -> {list(size)}"
+    return {}, "input kept: the recipe's masks fit no smaller grid"
 
 
 def prepare(
@@ -280,7 +291,7 @@ def prepare(
             notes.append(f"fit workers {probe.num_workers} -> 1")
     built = build_on_data(recipe, settings, folder / "first", device, args)
     if args.quick:
-        planned = args.warmup + args.steps + 1 + args.lightning_warmup + args.lightning_steps + 1
+        planned = planned_steps(args, args.steps, args.lightning_steps)
         cut = quick_size(built, peak_rate * args.budget_s / (planned * QUICK_SLOWDOWN))
         if cut is not None:
             notes.append(cut[1])
@@ -288,6 +299,13 @@ def prepare(
                 built = build_on_data(recipe, settings | cut[0], folder / "quick", device, args)
         result["quick"] = "; ".join(notes)
     return built
+
+
+def planned_steps(args: argparse.Namespace, steps: int, lightning_steps: int) -> int:
+    """Steps a recipe's measurement runs: bare warm-up and timed, the memory pass, the fit
+    (warm-up, timed, one more for the last interval), and bare again after it."""
+    fit = args.lightning_warmup + lightning_steps + 1
+    return args.warmup + steps + 1 + fit + 1 + steps // 2
 
 
 def measure_recipe(
@@ -317,7 +335,7 @@ def measure_recipe(
             "flops_counted_on": built.flops_how,
             "setup_s": round(time.perf_counter() - started, 1),
         }
-        planned = args.warmup + args.steps + 1 + args.lightning_warmup + args.lightning_steps + 1
+        planned = planned_steps(args, args.steps, args.lightning_steps)
         lower_bound = flops / peak_rate
         if time.perf_counter() + lower_bound * planned > deadline:
             raise OverBudget(
@@ -341,7 +359,7 @@ def measure_recipe(
         )
         steps, light = args.steps, args.lightning_steps
         left = deadline - time.perf_counter()
-        need = warm[-1] * (steps + 1 + args.lightning_warmup + light + 1) * 1.3
+        need = warm[-1] * (planned_steps(args, steps, light) - args.warmup) * 1.3
         if need > left:  # fewer timed steps, never fewer than 2 of each
             scale = left / need
             steps, light = max(2, int(steps * scale)), max(2, int(light * scale))
@@ -366,8 +384,21 @@ def measure_recipe(
             seconds = min(args.loader_seconds, max(1.0, (deadline - time.perf_counter()) / 8))
             result["loader"].append(loader_rate(dm, w, args.loader_batches, seconds))
         dm.num_workers = built.fit_workers
-        result["lightning"] = lightning_fit(cli, args, light, bare, device)
+        result["lightning"] = lightning_fit(cli, args, light, device)
         result["lightning"]["fit_workers"] = built.fit_workers
+        # the bare step again after the fit (one warm-up): a load that changed meanwhile shows
+        # as a drift, and the overhead is taken against the bare steps on both sides of it
+        module.to(device).train()  # Lightning's teardown moved it to the CPU
+        optimizer = optimizer_of(module)
+        after = bare_step_seconds(module, batches, optimizer, autocast, device, 1 + steps // 2)
+        after = after[1:] or after
+        result["bare"]["after_fit_step_s_median"] = round(median(after), 5)
+        result["bare"]["drift_after_vs_before"] = round(median(after) / bare, 3)
+        if result["lightning"].get("step_s_median"):
+            both = median(times + after)
+            result["lightning"]["overhead_vs_bare"] = round(
+                result["lightning"]["step_s_median"] / both, 3
+            )
         at_fit = next((r for r in result["loader"] if r["workers"] == built.fit_workers), None)
         if at_fit and at_fit["samples_per_s"] and result["lightning"].get("samples_per_s"):
             result["loader_headroom_at_fit_workers"] = round(
@@ -395,7 +426,7 @@ def memory(module: Any, batch: Any, autocast: Any, device: torch.device) -> dict
     }
 
 
-def lightning_fit(cli, args, steps: int, bare: float, device) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def lightning_fit(cli, args, steps: int, device) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     """A short real `fit` of the built recipe; steady-state step time from a callback."""
     trainer, module = cli.trainer, cli.model
     trainer.fit_loop.epoch_loop.max_steps = args.lightning_warmup + steps + 1
@@ -416,7 +447,6 @@ def lightning_fit(cli, args, steps: int, bare: float, device) -> dict[str, Any]:
         "step_s_median": round(step, 5),
         "samples_per_s": round(b / step, 2),
         "tokens_per_s": round(b * module.grid.num_tokens / step, 1),
-        "overhead_vs_bare": round(step / bare, 3),
         "fit_wall_s": round(time.perf_counter() - start, 2),
     }
     if device.type == "cuda":
@@ -515,8 +545,8 @@ def _row(cells: list[str]) -> str:
 
 RECIPE_COLUMNS = [
     "recipe", "batch", "tokens", "bare step s (median / min)", "bare samples/s", "bare tokens/s",
-    "Lightning samples/s", "overhead", "memory MiB", "GFLOP/sample", "MFU bare", "MFU Lightning",
-    "load 1 min",
+    "Lightning samples/s", "overhead", "drift", "memory MiB", "GFLOP/sample", "MFU bare",
+    "MFU Lightning", "load 1 min",
 ]  # fmt: skip
 SWEEP_COLUMNS = [
     "tokens", "grid", "step s (median)", "step s (min)", "samples/s", "tokens/s",
@@ -539,6 +569,7 @@ def recipe_row(r: dict, workers: list[int]) -> str:
         _fmt(bare["tokens_per_s"], ",.0f"),
         _fmt(light.get("samples_per_s"), ".1f"),
         _fmt(light.get("overhead_vs_bare"), ".2f"),
+        _fmt(bare.get("drift_after_vs_before"), ".2f"),
         _fmt(r["memory"]["peak_mib"], ",.0f"),
         _fmt(r["flops_per_sample"] / 1e9, ".2f"),
         _fmt(bare["mfu"], ".1%"),

@@ -41,6 +41,7 @@ def test_tiny_recipe_is_measured_bare_in_lightning_and_loading(tmp_path):
     assert r["bare"]["steps_timed"] == 2 and r["bare"]["samples_per_s"] > 0
     assert r["lightning"]["steps_timed"] == 2  # steady state: after the warm-up step
     assert r["lightning"]["overhead_vs_bare"] > 0 and r["bare"]["mfu"] > 0
+    assert r["bare"]["drift_after_vs_before"] > 0  # bare steps again after the fit
     assert r["mfu_peak_dtype"] == "float32"
     assert r["memory"]["activations_mib"] > 0 and "not RSS" in r["memory"]["kind"]
     assert [x["workers"] for x in r["loader"]] == [0, 1]
