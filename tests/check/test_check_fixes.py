@@ -56,9 +56,7 @@ def test_missing_data_and_a_misspelt_split_name_their_own_keys(tmp_path, oct_dat
     assert error.fix == "set data.init_args.train_split to a split that has samples (train, val)"
 
 
-def test_a_missing_relative_path_says_it_was_read_from_the_current_directory(
-    tmp_path, monkeypatch
-):
+def test_a_missing_relative_path_says_it_was_read_from_the_current_directory(tmp_path, monkeypatch):
     from fmtrain.check.fixes import fix_for
     from fmtrain.data.volumes.catalog import read_catalog
 
