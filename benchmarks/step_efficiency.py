@@ -364,6 +364,12 @@ def measure_recipe(
             scale = left / need
             steps, light = max(2, int(steps * scale)), max(2, int(light * scale))
             result["steps_shrunk_to_fit_budget"] = {"bare": steps, "lightning": light}
+            need = warm[-1] * (planned_steps(args, steps, light) - args.warmup) * 1.3
+            if need > left:
+                raise OverBudget(
+                    f"a warm step took {warm[-1]:.2f} s: even 2 timed steps of each kind need "
+                    f"about {need:.0f} s, over the {left:.0f} s left of --budget_s={args.budget_s}"
+                )
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         times = bare_step_seconds(module, batches, optimizer, autocast, device, steps)
