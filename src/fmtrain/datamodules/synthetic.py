@@ -27,13 +27,18 @@ def _setting(cls: type, settings: dict, name: str) -> Any:
     return inspect.signature(cls.__init__).parameters[name].default
 
 
-def _participants(cls: type, settings: dict, per_participant: int) -> int:
-    """Enough participants for one batch of training samples and two in every other split."""
+def _participants(cls: type, settings: dict, per_participant: int, devices: int = 1) -> int:
+    """Enough participants for one batch of training samples and some in every other split.
+
+    Splits are cut within each device group (`fmtrain.data.splits`), so every one of the
+    `devices` groups needs 2 / (smallest fraction) participants for rounding to give each
+    split at least one (a validation split left empty is refused)."""
     fractions = dict(_setting(cls, settings, "split_fractions") or DEFAULT_FRACTIONS)
     train = fractions.get(_setting(cls, settings, "train_split"), max(fractions.values()))
     batch = int(_setting(cls, settings, "batch_size"))
     for_batch = math.ceil((batch + 1) / (per_participant * max(train, 1e-3))) + 1
-    for_splits = math.ceil(1.5 / max(min(fractions.values()), 1e-3))  # rounding gives each >= 1
+    smallest = min((f for f in fractions.values() if f > 0), default=1.0)
+    for_splits = devices * math.ceil(2 / max(smallest, 1e-3))
     return max(for_batch, for_splits, 4)
 
 
@@ -66,7 +71,8 @@ def synthetic_signals(cls: type, folder: str | Path, settings: dict) -> dict[str
     hop = int(_setting(cls, settings, "hop") or max(window // 2, 1))
     duration = max(60.0, math.ceil(4 * window / rate))
     per_recording = max(1, int((duration * rate - window) // hop) + 1)
-    n = _participants(cls, settings, per_participant=per_recording)
+    # the generator alternates two devices (bedside and wearable)
+    n = _participants(cls, settings, per_participant=per_recording, devices=2)
     manifest = generate_signal_dataset(
         folder / "signals", num_participants=n, duration_s=duration, progress=False
     )
