@@ -128,14 +128,17 @@ def _process(task: _Task) -> dict:
     return record
 
 
-def _check_geometry(spacing: Sequence[float], size: Sequence[int]) -> None:
+def _check_geometry(spacing: Sequence[float] | None, size: Sequence[int] | None) -> None:
     """Refuse a target geometry before any worker starts: a zero spacing or size otherwise
-    fails once per file, deep in the resampling."""
-    if len(spacing) != 3 or not all(
-        isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in spacing
+    fails once per file, deep in the resampling. None (to be derived) passes."""
+    if spacing is not None and (
+        len(spacing) != 3
+        or not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in spacing)
     ):
         raise ValueError(f"spacing={list(spacing)}: expected three finite numbers > 0 (mm, z y x)")
-    if len(size) != 3 or not all(isinstance(v, int) and v >= 1 for v in size):
+    if size is not None and (
+        len(size) != 3 or not all(isinstance(v, int) and v >= 1 for v in size)
+    ):
         raise ValueError(f"size={list(size)}: expected three whole numbers >= 1 (voxels, z y x)")
 
 
@@ -289,10 +292,7 @@ def prepare_dataset(
         PrepareFailed: when too many items were skipped or none was written; ``summary.json``
             is written first (with ``complete: false``) so the reasons can be read.
     """
-    if spacing is not None:
-        _check_geometry(spacing, size or (1, 1, 1))
-    if size is not None:
-        _check_geometry(spacing or (1.0, 1.0, 1.0), size)
+    _check_geometry(spacing, size)
     start = time.perf_counter()
     fractions = dict(split_fractions or DEFAULT_FRACTIONS)
     catalog = read_catalog(source, storage_options).filter(
