@@ -34,7 +34,8 @@ def _load(url: str, storage_options: dict[str, Any] | None, *, mmap: bool = Fals
     return torch.load(url, map_location="cpu", weights_only=False, mmap=mmap)
 
 
-def _candidates(dirpath: str, storage_options: dict[str, Any] | None) -> list[str]:
+def checkpoint_files(dirpath: str, storage_options: dict[str, Any] | None) -> list[str]:
+    """The ``*.ckpt`` files in `dirpath` (not temporaries of an atomic save), sorted."""
     fs, path = filesystem(dirpath, storage_options)
     if not fs.isdir(path):
         return []
@@ -81,7 +82,7 @@ def _newest_loadable(
     dirs: list[str], storage_options: dict[str, Any] | None
 ) -> tuple[str, int | None] | None:
     keyed: list[tuple[tuple[int, float], str]] = []
-    for url in (c for d in dirs for c in _candidates(d, storage_options)):
+    for url in (c for d in dirs for c in checkpoint_files(d, storage_options)):
         try:
             keyed.append((_order_key(url, storage_options), url))
         except Exception as err:  # any damage at all disqualifies the file

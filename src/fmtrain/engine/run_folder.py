@@ -16,13 +16,13 @@ import os
 import shlex
 import signal
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from jsonargparse import Namespace
 
-from fmtrain.core.storage import filesystem, join
+from fmtrain.core.storage import join
 from fmtrain.engine.announce import announce
-from fmtrain.engine.resume import checkpoint_dirs
+from fmtrain.engine.resume import checkpoint_dirs, checkpoint_files
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -33,7 +33,6 @@ __all__ = [
     "DEFAULT_ROOT",
     "announce_end",
     "announce_start",
-    "checkpoints_of_an_earlier_run",
     "default_checkpoint_dir",
     "default_loggers",
     "resume_command",
@@ -60,20 +59,6 @@ def default_checkpoint_dir(root: str) -> str:
     return join(root, "checkpoints")
 
 
-def checkpoints_of_an_earlier_run(
-    dirpath: str, storage_options: dict[str, Any] | None = None
-) -> list[str]:
-    """The ``*.ckpt`` names already in `dirpath` (empty when the folder does not exist)."""
-    fs, path = filesystem(dirpath, storage_options)
-    if not fs.isdir(path):
-        return []
-    return sorted(
-        os.path.basename(p)
-        for p in fs.ls(path, detail=False)
-        if p.endswith(".ckpt") and not os.path.basename(p).startswith(".")
-    )
-
-
 def announce_start(trainer: pl.Trainer, ckpt_path: str | None) -> str | None:
     """Say where the run writes; refuse a fresh run into a folder holding another run's
     checkpoints (`--resume` would later pick among both). Returns the checkpoint folder."""
@@ -82,7 +67,7 @@ def announce_start(trainer: pl.Trainer, ckpt_path: str | None) -> str | None:
         return None
     dirpath = dirs[0]
     options = getattr(trainer.strategy.checkpoint_io, "storage_options", None)
-    earlier = checkpoints_of_an_earlier_run(dirpath, options)
+    earlier = [os.path.basename(p) for p in checkpoint_files(dirpath, options)]
     if ckpt_path is None and earlier:
         raise SystemExit(
             f"{dirpath} holds the checkpoints of an earlier run ({', '.join(earlier[-3:])}); "
