@@ -1,166 +1,299 @@
-"""Does V-JEPA pretraining beat random init on a downstream task? A measurement, not a test.
+"""Does pretraining beat random init on OCT, at equal compute? A measurement, not a test.
 
-    python benchmarks/quality_oct.py                       # one GPU, ~30 minutes
-    python benchmarks/quality_oct.py --cpu --max_steps 8000 --participants 6000   # CPU, ~2 h
+    python benchmarks/quality_oct.py --budget_min 30                 # CPU preset, ~3 h on 2 cores
+    python benchmarks/quality_oct.py --budget_min 5 --methods V-JEPA # a quick look
+    python benchmarks/quality_oct.py --preset gpu --budget_min 30    # the quality/base recipes
 
-Generates synthetic OCT (pathology labels: normal / drusen / fluid / thinning), pretrains
-recipes/oct_vjepa_quality.yaml, then runs `fmtrain probe` (linear, k-NN, attentive; 3
-random-init seeds; participant bootstrap) on the test split, and trains the same encoder
-architecture on the labels as a supervised upper bound. The target: the pretrained
-encoder beats random init on pathology by >= 10 points of balanced accuracy, with the
-pretrained 95% interval above every random seed's interval, on >= 1,000 test volumes.
-Writes quality.json and prints the table and the verdict.
+Every method gets the same wall time of fit on this machine (`--budget_min`; data loading
+and validation included; the steps that fill it are measured by a short calibration fit, so
+each method's schedules end where its budget does) and the FLOPs it spent are reported
+beside it. Then, on the same generated data:
 
---cpu shrinks the model to the demo's geometry (16x64x64, patches 4x8x8, ViT-128x4, batch 8,
-fp32, no loader workers) so that a 2-core machine gets through it.
+- **pathology** (normal / drusen / fluid / thinning; drusen and fluid pockets drawn from
+  `--lesion_scale`, smaller than one token to several tokens across, sizes per class in the
+  output): `fmtrain probe` linear and attentive probes of the frozen evaluation encoder on
+  the test split, against 3 random-init encoders of the same architecture, paired
+  participant-bootstrap intervals;
+- **dense**: held-out synthetic eyes with their segmentation, two linear heads on frozen
+  tokens (`upsampled`: class logits per token, interpolated; `per_voxel`: each token to its
+  own patch's voxels), Dice per class with intervals, against the same random inits;
+- **supervised bound**: the same encoder architecture trained end to end on the pathology
+  labels (what the task allows at this size), beside every table.
+
+Writes quality.json and quality.md under --out.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
+from budget_tools import collapse_warnings, fit_for_budget, lesion_sizes, rank_curve
 
-from fmtrain.cli import run_cli
 from fmtrain.cli.evaluate import probe as run_probe
 from fmtrain.data.synthetic.generate import generate_oct_dataset
+from fmtrain.data.synthetic.oct_devices import OCT_DEVICES
+from fmtrain.data.synthetic.synthetic_oct import PATHOLOGIES, SEGMENTATION_CLASSES, synthesize_oct
 from fmtrain.data.volumes.prepared import PreparedDataset
+from fmtrain.data.volumes.preprocess import prepare_labels, prepare_volume
+from fmtrain.eval.dense_probe import (
+    DenseProbeConfig,
+    compare_dense,
+    dense_probe,
+    format_dense_table,
+)
 from fmtrain.eval.embed import read_labels
 from fmtrain.eval.supervised import supervised_upper_bound
+from fmtrain.export import build_from_config, load_encoder
 
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "oct_vjepa_quality.yaml"
-CPU_OVERRIDES = [
-    "--trainer.accelerator=cpu",
-    "--trainer.precision=32-true",
-    "--data.init_args.input_size=[16,64,64]",
-    "--data.init_args.spacing=[0.375,0.03,0.094]",
-    "--model.init_args.patch_size=[4,8,8]",
-    "--model.init_args.encoder.size=vit_micro",
-    "--model.init_args.predictor.embed_dim=64",
-    "--model.init_args.predictor.depth=2",
-    "--model.init_args.predictor.num_heads=4",
-    "--data.init_args.batch_size=8",
-    "--data.init_args.num_workers=0",
-    "--data.init_args.prepare_workers=2",
-]
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+# preset -> method -> recipe; the CPU preset is the demo geometry (16x64x64 at
+# 0.375x0.03x0.094 mm, 4x8x8 patches), the GPU one the quality/base recipes as they are
+PRESETS: dict[str, dict[str, Path]] = {
+    "cpu": {
+        "V-JEPA": RECIPES / "oct_vjepa_demo.yaml",
+        "MAE": RECIPES / "oct_mae_demo.yaml",
+        "MiM+SparK": RECIPES / "oct_mim_spark_demo.yaml",
+    },
+    "gpu": {
+        "V-JEPA": RECIPES / "oct_vjepa_quality.yaml",
+        "MAE": RECIPES / "oct_mae_base.yaml",
+        "MiM+SparK": RECIPES / "oct_mim_spark_base.yaml",
+    },
+}
+# 20% of participants tested: >= 300 test volumes from 1,500 participants
+SPLITS = "--data.init_args.split_fractions={train: 0.7, val: 0.1, test: 0.2}"
+LESIONS = ("fluid", "drusen")
+HEADS = ("upsampled", "per_voxel")
 
 
-def _verdict(result: dict, task: str = "pathology") -> dict:
-    pre = result["pretrained"]["tasks"][task]["probes"]
-    rnd = [r["tasks"][task]["probes"] for r in result["random"]]
+def device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"CPU ({os.cpu_count()} cores, {platform.machine()})"
+
+
+def dense_eyes(
+    count: int, first_seed: int, scale: float, lesion_scale: tuple[float, float], geometry: dict
+) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out synthetic eyes (devices and pathologies in turn, lesion scales log-uniform
+    in `lesion_scale`) and their segmentations, prepared as `prepare` prepares volumes."""
+    devices = list(OCT_DEVICES)
+    rng = np.random.default_rng(first_seed)
+    volumes, labels = [], []
+    for i in range(count):
+        device = OCT_DEVICES[devices[i % len(devices)]].scaled(scale)
+        pathology = PATHOLOGIES[(i // len(devices)) % len(PATHOLOGIES)]
+        size = float(np.exp(rng.uniform(*np.log(lesion_scale))))
+        eye = synthesize_oct(device, seed=first_seed + i, pathology=pathology, lesion_scale=size)
+        volumes.append(prepare_volume(eye.volume, eye.spacing, **geometry))
+        labels.append(prepare_labels(eye.segmentation, eye.spacing, **geometry))
+    return np.stack(volumes)[:, None], np.stack(labels).astype(np.int64)
+
+
+def random_twin(config: dict, seed: int) -> torch.nn.Module:
+    """The checkpoint's encoder architecture, freshly initialised with `seed`."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_from_config(config).eval()
+
+
+def dense_tables(ckpt: str, eyes: dict, seeds: int, n_boot: int) -> dict[str, Any]:
+    encoder = load_encoder(ckpt)
+    randoms = [random_twin(encoder.fmtrain_config, 1000 + s) for s in range(seeds)]
     out = {}
-    for probe, scores in pre.items():
-        p = scores["metrics"]["balanced_accuracy"]
-        r = [s[probe]["metrics"]["balanced_accuracy"] for s in rnd]
-        gain = p["value"] - sum(x["value"] for x in r) / len(r)
-        separated = p["low"] > max(x["high"] for x in r)
-        out[probe] = {
-            "pretrained": p,
-            "random": r,
-            "gain": gain,
-            "intervals_separate": separated,
-            "target_met": gain >= 0.10 and separated,
-        }
+    for head in HEADS:
+        common = dict(
+            lesion_classes=LESIONS, n_boot=n_boot, config=DenseProbeConfig(head=head, steps=300)
+        )
+        args = (*eyes["train"], *eyes["test"], SEGMENTATION_CLASSES)
+        pretrained = dense_probe(encoder, *args, **common)
+        random = [dense_probe(r, *args, **common) for r in randoms]
+        comparison = compare_dense(pretrained, random, n_boot=n_boot)
+        out[head] = {"comparison": comparison, "table": format_dense_table(comparison)}
     return out
 
 
-def main() -> None:
+def pathology_verdict(result: dict) -> dict[str, Any]:
+    """Per probe: pretrained, random mean and the paired gain with its interval."""
+    rows = {}
+    for row in result.get("comparison", {}).get("rows", []):
+        if row.get("task") == "pathology" and row.get("metric") == "balanced_accuracy":
+            rows[row["probe"]] = row
+    return rows
+
+
+def supervised(cli: Any, data: Path, epochs: int, n_boot: int) -> dict[str, Any]:
+    prepared = PreparedDataset(cli.datamodule.prepared)
+    labels = {k: row["pathology"] for k, row in read_labels(data / "labels.tsv").items()}
+    return supervised_upper_bound(
+        cli.model.random_encoder(seed=0),
+        prepared.split("train"),
+        prepared.split("test"),
+        labels,
+        epochs=epochs,
+        n_boot=n_boot,
+    )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", type=Path, default=Path("runs/quality"))
-    parser.add_argument("--participants", type=int, default=6000)
-    parser.add_argument("--scale", type=float, default=0.25)
-    parser.add_argument("--max_steps", type=int, default=None)
-    parser.add_argument("--cpu", action="store_true", help="the demo-sized model, see above")
+    parser.add_argument("--out", type=Path, default=Path("runs/quality_oct"))
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    parser.add_argument("--methods", nargs="+", default=list(PRESETS["cpu"]))
+    parser.add_argument("--budget_min", type=float, default=30.0, help="fit minutes per method")
+    parser.add_argument("--participants", type=int, default=1600)
+    parser.add_argument("--scale", type=float, default=0.25, help="device matrix scale")
+    parser.add_argument(
+        "--lesion_scale",
+        type=float,
+        nargs=2,
+        default=(1.0, 3.0),
+        help="drusen and fluid size range relative to clinical early disease (log-uniform)",
+    )
+    parser.add_argument("--dense_train", type=int, default=64, help="dense-probe train eyes")
+    parser.add_argument("--dense_test", type=int, default=300, help="dense-probe test eyes")
+    parser.add_argument("--random_seeds", type=int, default=3)
     parser.add_argument("--n_boot", type=int, default=1000)
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue an interrupted run from the newest checkpoint in OUT/ckpt",
-    )
-    parser.add_argument(
-        "--probes", nargs="+", default=["linear", "knn", "attentive"], help="which probes"
-    )
-    parser.add_argument(
-        "--supervised_epochs",
-        type=int,
-        default=30,
-        help="epochs of the supervised upper bound (0: skip it)",
-    )
-    args = parser.parse_args()
-    start = time.perf_counter()
+    parser.add_argument("--probes", nargs="+", default=["linear", "attentive"])
+    parser.add_argument("--supervised_epochs", type=int, default=30, help="0: no bound")
+    parser.add_argument("overrides", nargs="*", help="recipe overrides for every method")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    methods = PRESETS[args.preset]
+    unknown = [m for m in args.methods if m not in methods]
+    if unknown:
+        raise SystemExit(f"--methods: unknown {unknown}; choose from {list(methods)}")
     data = args.out / "data"
-    if not (data / "manifest.tsv").exists():
-        generate_oct_dataset(data, num_participants=args.participants, scale=args.scale, seed=7)
-    overrides = [f"--data.init_args.source={data / 'manifest.tsv'}"]
-    overrides += CPU_OVERRIDES if args.cpu else []
-    if args.max_steps:
-        overrides.append(f"--trainer.max_steps={args.max_steps}")
-    fit_args = ["fit", "--config", str(RECIPE), *overrides]
-    fit_args += [f"--trainer.default_root_dir={args.out}", f"--checkpoint.dirpath={args.out}/ckpt"]
-    fit_args += ["--resume=true"] if args.resume else []
-    cli = run_cli(fit_args)
-    fit_seconds = time.perf_counter() - start
-    ckpt = cli.trainer.checkpoint_callback.last_model_path
-    result = run_probe(
-        str(RECIPE),
-        ckpt,
-        out_dir=str(args.out / "probe"),
-        n_boot=args.n_boot,
-        probes=tuple(args.probes),
-        overrides=overrides,
-    )
-    verdict = _verdict(result)
-    supervised = None
-    if args.supervised_epochs:
-        # the architecture trained on the labels: what the task allows, for scale
-        prepared = PreparedDataset(cli.datamodule.prepared)
-        labels = {k: row["pathology"] for k, row in read_labels(data / "labels.tsv").items()}
-        supervised = supervised_upper_bound(
-            cli.model.random_encoder(seed=0),
-            prepared.split("train"),
-            prepared.split("test"),
-            labels,
-            epochs=args.supervised_epochs,
-            n_boot=args.n_boot,
+    if not (data / "lesions.tsv").exists():
+        generate_oct_dataset(
+            data,
+            num_participants=args.participants,
+            scale=args.scale,
+            seed=7,
+            workers=2,
+            lesion_scale=tuple(args.lesion_scale),
         )
-    summary = {
-        "device": torch.cuda.get_device_name()
-        if torch.cuda.is_available()
-        else platform.processor() or "cpu",
-        "cpu_preset": args.cpu,
-        "steps": cli.trainer.global_step,
-        "resumed": args.resume,
-        "fit_seconds_including_data": round(fit_seconds, 1),
-        "wall_seconds": round(time.perf_counter() - start, 1),
-        "test_volumes": result["splits"]["test"],
-        "pathology_balanced_accuracy": verdict,
-        "supervised_upper_bound": supervised,
-        "table": result["table"],
+    source = [f"--data.init_args.source={data / 'manifest.tsv'}", SPLITS, *args.overrides]
+    summary: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "device": device_name(),
+        "torch": torch.__version__,
+        "preset": args.preset,
+        "budget_min": args.budget_min,
+        "participants": args.participants,
+        "lesion_scale": list(args.lesion_scale),
+        "methods": {},
+        "supervised": {},
     }
-    (args.out / "quality.json").write_text(json.dumps(summary, indent=1))
-    print(result["table"])
-    for probe, v in verdict.items():
-        print(
-            f"{probe}: pretrained {v['pretrained']['value']:.3f} "
-            f"[{v['pretrained']['low']:.3f}, {v['pretrained']['high']:.3f}] vs random "
-            f"{[round(r['value'], 3) for r in v['random']]}: gain {v['gain']:+.3f}, "
-            f"intervals separate: {v['intervals_separate']}, target met: {v['target_met']}"
+    eyes: dict[str, Any] = {}
+    for name in args.methods:
+        recipe = methods[name]
+        root = args.out / name.replace("+", "_").lower()
+        fit = fit_for_budget(["fit", "--config", str(recipe), *source], args.budget_min * 60, root)
+        cli = fit.cli
+        grid = cli.model.grid
+        if not eyes:
+            token_mm = tuple(
+                p * s for p, s in zip(grid.patch_size, cli.datamodule.spacing, strict=True)
+            )
+            summary["lesion_sizes"] = lesion_sizes(data, token_mm)
+            summary["token_mm"] = [round(t, 4) for t in token_mm]
+            geometry = {
+                "target_spacing": tuple(cli.datamodule.spacing),
+                "size": tuple(grid.input_size),
+            }
+            lesion = tuple(args.lesion_scale)
+            eyes["train"] = dense_eyes(args.dense_train, 500_000, args.scale, lesion, geometry)
+            eyes["test"] = dense_eyes(args.dense_test, 600_000, args.scale, lesion, geometry)
+        ckpt = cli.trainer.checkpoint_callback.last_model_path
+        t0 = time.perf_counter()
+        classification = run_probe(
+            str(recipe),
+            ckpt,
+            out_dir=str(root / "probe"),
+            random_seeds=args.random_seeds,
+            n_boot=args.n_boot,
+            probes=tuple(args.probes),
+            overrides=source,
         )
-    if supervised:
-        b = supervised["balanced_accuracy"]
-        print(
-            f"supervised upper bound (same architecture trained on the labels): "
-            f"{b['value']:.3f} [{b['low']:.3f}, {b['high']:.3f}] after "
-            f"{supervised['epochs_run']} epochs, {supervised['seconds']} s"
+        dense = dense_tables(ckpt, eyes, args.random_seeds, args.n_boot)
+        architecture = json.dumps(cli.model.encoder_config()["encoder"], sort_keys=True)
+        if args.supervised_epochs and architecture not in summary["supervised"]:
+            bound = supervised(cli, data, args.supervised_epochs, args.n_boot)
+            summary["supervised"][architecture] = bound
+        summary["methods"][name] = {
+            "recipe": recipe.name,
+            "architecture": architecture,
+            **fit.summary(),
+            "eval_s": round(time.perf_counter() - t0, 1),
+            "test_volumes": classification.get("splits", {}).get("test"),
+            "classification_table": classification.get("table"),
+            "pathology": pathology_verdict(classification),
+            "dense": {h: d["comparison"] for h, d in dense.items()},
+            "dense_tables": {h: d["table"] for h, d in dense.items()},
+            "rank_curve": rank_curve(root),
+            "collapse_warning_steps": collapse_warnings(root),
+        }
+        print(f"\n## {name}: {fit.steps} steps in {fit.fit_s:.0f} s, {fit.total_flops:.3g} FLOPs")
+        print(classification.get("table"))
+        for head in HEADS:
+            print(dense[head]["table"])
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "quality.json").write_text(json.dumps(summary, indent=1, default=str))
+    summary["wall_s"] = round(time.perf_counter() - started, 1)
+    (args.out / "quality.json").write_text(json.dumps(summary, indent=1, default=str))
+    (args.out / "quality.md").write_text(markdown(summary))
+    print(markdown(summary))
+    return 0
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    lines = [
+        f"# OCT quality at equal compute ({summary['date']}, {summary['device']}, "
+        f"torch {summary['torch']})",
+        "",
+        f"Budget: {summary['budget_min']:g} min of fit per method; {summary['participants']} "
+        f"participants, lesion scale {summary['lesion_scale']}, token "
+        f"{summary.get('token_mm')} mm.",
+        "",
+        "| method | steps | fit (s) | FLOPs | collapse warnings |",
+        "|---|---|---|---|---|",
+    ]
+    for name, m in summary["methods"].items():
+        lines.append(
+            f"| {name} | {m['steps']} | {m['fit_s']} | {m['total_flops']:.3g} "
+            f"| {m['collapse_warning_steps']} |"
         )
-    print(f"{summary['wall_seconds']} s on {summary['device']}; {args.out / 'quality.json'}")
+    lines += ["", "Supervised bound (same architecture trained on the labels):", ""]
+    for architecture, bound in summary["supervised"].items():
+        b = bound["balanced_accuracy"]
+        lines.append(
+            f"- {architecture}: {b['value']:.3f} [{b['low']:.3f}, {b['high']:.3f}] "
+            f"({bound['epochs_run']} epochs, {bound['seconds']} s)"
+        )
+    lines += ["", "Lesion sizes (largest lesion per volume, p5/p50/p95):", ""]
+    for pathology, entry in summary.get("lesion_sizes", {}).items():
+        lines.append(f"- {pathology}: {json.dumps(entry)}")
+    for name, m in summary["methods"].items():
+        lines += ["", f"## {name}", "", m["classification_table"] or "", ""]
+        for head in HEADS:
+            lines += [m["dense_tables"][head], ""]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

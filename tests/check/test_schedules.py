@@ -66,3 +66,45 @@ def test_long_runs_are_walked_at_the_warmup_edges_and_both_ends():
     assert steps[0] == 0 and steps[-1] == 300_000 and len(steps) <= 4096 + 3
     assert {1999, 2000, 2001} <= set(steps)
     assert schedule_steps(50, 5) == list(range(51))
+
+
+def test_ema_initialisation_left_is_the_product_of_the_momenta_sampled_or_not():
+    from fmtrain.check.schedules import ema_initialisation_left
+
+    every = [(s, 0.998 + 0.002 * s / 600) for s in range(601)]
+    exact = math.prod(m for _, m in every[:-1])  # the update after step s uses momentum(s)
+    assert ema_initialisation_left(every) == pytest.approx(exact, rel=2e-3)
+    assert ema_initialisation_left(every[::50]) == pytest.approx(exact, rel=2e-3)
+    assert ema_initialisation_left([(0, 1.0), (100, 1.0)]) == 1.0
+
+
+class _EvaluatesTarget(_Scheduled):
+    def __init__(self, momentum: float, evaluates: bool) -> None:
+        super().__init__(lambda s, t: {"ema_momentum": momentum + (1 - momentum) * s / t})
+        self.evaluates = evaluates
+
+    def evaluates_ema_target(self) -> bool:
+        return self.evaluates
+
+
+@pytest.mark.parametrize(
+    ("momentum", "steps", "evaluates", "warned"),
+    [
+        (0.998, 600, True, True),  # the demo before issue 23: 55% of the init left
+        (0.998, 20_000, True, False),  # a long run leaves nothing
+        (0.998, 600, False, False),  # the context encoder is evaluated: nothing to say
+        (0.99, 600, True, False),
+    ],
+)
+def test_an_evaluated_ema_target_that_is_mostly_its_initialisation_is_warned(
+    momentum, steps, evaluates, warned
+):
+    report = CheckReport(recipe="r")
+    check_schedules(report, _EvaluatesTarget(momentum, evaluates), steps)
+    share = report.performance["EMA target: share of its random init left at the end"]
+    expected = math.exp(sum(math.log(momentum + (1 - momentum) * s / steps) for s in range(steps)))
+    assert float(share.rstrip("%")) == pytest.approx(100 * expected, abs=0.2)
+    ema = [p for p in report.problems if p.key == "model.init_args.ema"]
+    assert bool(ema) == warned
+    if warned:
+        assert "evaluation_encoder=context" in ema[0].fix and "55%" in ema[0].message

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from fmtrain.data.synthetic.oct_devices import OCT_DEVICES, OCTDevice
-from fmtrain.data.synthetic.synthetic_oct import PATHOLOGIES, SyntheticOCT, synthesize_oct
+from fmtrain.data.synthetic.synthetic_oct import (
+    PATHOLOGIES,
+    SEGMENTATION_CLASSES,
+    SyntheticOCT,
+    synthesize_oct,
+)
 
 SPECTRALIS_HALF = OCT_DEVICES["spectralis"].scaled(0.5)
 SEED = 3
@@ -249,3 +254,42 @@ def test_rejects_bad_arguments() -> None:
         synthesize_oct(device, seed=0, laterality="OD")
     with pytest.raises(ValueError, match="seed"):
         synthesize_oct(device, seed=-1)
+
+
+@pytest.mark.parametrize("pathology", ["drusen", "fluid"])
+def test_lesion_scale_grows_lesions_and_scale_one_is_the_default_eye(pathology):
+    device = OCT_DEVICES["cirrus"].scaled(0.25)
+    default = synthesize_oct(device, seed=5, pathology=pathology)
+    same = synthesize_oct(device, seed=5, pathology=pathology, lesion_scale=1.0)
+    assert np.array_equal(default.volume, same.volume)
+    big = synthesize_oct(device, seed=5, pathology=pathology, lesion_scale=3.0)
+    lesion = SEGMENTATION_CLASSES.index(pathology)
+    assert big.labels["lesion_scale"] == 3.0
+    assert big.labels["lesion_max_width_mm"] > 2.5 * default.labels["lesion_max_width_mm"]
+    assert big.labels["lesion_max_height_mm"] > default.labels["lesion_max_height_mm"]
+    # the segmentation follows: several times the lesion voxels
+    assert (big.segmentation == lesion).sum() > 3 * (default.segmentation == lesion).sum()
+    with pytest.raises(ValueError, match="lesion_scale"):
+        synthesize_oct(device, seed=5, pathology=pathology, lesion_scale=0.0)
+
+
+def test_dataset_lesion_scales_are_drawn_per_participant_and_written_to_lesions_tsv(tmp_path):
+    import csv
+
+    from fmtrain.data.synthetic.generate import LESION_COLUMNS, generate_oct_dataset
+
+    generate_oct_dataset(tmp_path / "a", num_participants=12, scale=0.1, lesion_scale=(1.0, 3.0))
+    generate_oct_dataset(tmp_path / "b", num_participants=12, scale=0.1)
+    with (tmp_path / "a" / "lesions.tsv").open() as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert tuple(rows[0]) == LESION_COLUMNS and len(rows) == 12
+    scales = [float(r["lesion_scale"]) for r in rows]
+    assert all(1.0 <= s <= 3.0 for s in scales) and len(set(scales)) == 12
+    for r in rows:
+        assert (float(r["lesion_max_width_mm"]) > 0) == (r["pathology"] in ("drusen", "fluid"))
+    # labels.tsv (what probes read) keeps its columns and the same participants' pathologies
+    for name in ("labels.tsv", "manifest.tsv"):
+        a = (tmp_path / "a" / name).read_text().splitlines()[0]
+        assert a == (tmp_path / "b" / name).read_text().splitlines()[0]
+    with pytest.raises(ValueError, match="lesion_scale"):
+        generate_oct_dataset(tmp_path / "c", num_participants=1, lesion_scale=(2.0, 1.0))

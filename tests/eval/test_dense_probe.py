@@ -15,6 +15,7 @@ from torch import nn
 from fmtrain.core.grid import TokenGrid
 from fmtrain.eval.dense_probe import (
     DenseProbeConfig,
+    DenseProbeHead,
     compare_dense,
     dense_probe,
     dice_per_volume,
@@ -185,3 +186,60 @@ def test_mismatched_labels_and_volumes_name_both_shapes() -> None:
         train_dense_probe(torch.zeros(6, 32, 4, 4, 4), torch.zeros(5, 8, 16, 16).long(), 2)
     with pytest.raises(ValueError, match=r"volumes has shape \(6, 1, 8, 16, 8\)"):
         token_feature_maps(encoder, x[..., :8])
+
+
+def _stripes_task(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Thin bright layers inside each token: row 1 of every 4-row patch is bright where a
+    coarse field is positive. Structure smaller than a token, known exactly by its voxels."""
+    generator = torch.Generator().manual_seed(seed)
+    on = torch.randn(n, 1, *GRID.shape, generator=generator) > 0
+    voxels = on.repeat_interleave(2, 2).repeat_interleave(4, 3).repeat_interleave(4, 4)
+    row_in_patch = torch.arange(GRID.input_size[1]) % 4 == 1
+    labels = (voxels[:, 0] & row_in_patch[None, None, :, None]).long()
+    x = labels[:, None].float() + 0.05 * torch.randn(labels[:, None].shape, generator=generator)
+    return x.numpy(), labels.numpy()
+
+
+def test_per_voxel_head_draws_structure_inside_a_token_the_upsampled_head_cannot() -> None:
+    train_x, train_y = _stripes_task(24, 0)
+    test_x, test_y = _stripes_task(12, 1)
+    encoder = PatchEncoder(GRID, informative=True)
+    scores = {}
+    for head in ("upsampled", "per_voxel"):
+        result = dense_probe(
+            encoder, train_x, train_y, test_x, test_y, ("background", "layer"),
+            config=DenseProbeConfig(steps=150, head=head), n_boot=50,
+        )  # fmt: skip
+        assert result["head"] == head
+        scores[head] = result["layers"]["-1"]["scores"]["layer"]["value"]
+    # the same tokens; only the per-voxel head can put the layer on its row
+    assert scores["per_voxel"] > 0.95
+    assert scores["upsampled"] < 0.6
+
+
+def test_per_voxel_head_orders_voxels_as_the_encoder_patchifies() -> None:
+    """Channel c * prod(patch) + j of a token is voxel j (row-major) of its patch: the inverse
+    of the tokens' own patchify (fmtrain.losses.regression)."""
+    from fmtrain.eval.dense_head import _shuffle_to_voxels
+    from fmtrain.losses.regression import unpatchify
+
+    grid, patch = (2, 3, 4), (2, 2, 3)
+    logits = torch.randn(1, 2 * 12, *grid)
+    mapped = _shuffle_to_voxels(logits, 2, patch)
+    # unpatchify wants [B, N, prod(patch) * C] with channels last
+    tokens = logits.reshape(1, 2, 12, 24).permute(0, 3, 2, 1).reshape(1, 24, 24)
+    assert torch.equal(mapped, unpatchify(tokens, (4, 6, 12), patch))
+
+
+def test_per_voxel_head_refuses_a_grid_that_does_not_tile_the_voxels() -> None:
+    with pytest.raises(ValueError, match=r"whole number of patches.*upsampled"):
+        DenseProbeHead(torch.zeros(3), torch.ones(3), 2, (2, 3), (5, 6), kind="per_voxel")
+    with pytest.raises(ValueError, match="head must be one of"):
+        DenseProbeConfig(head="pixelshuffle")  # type: ignore[arg-type]
+
+
+def test_compare_dense_refuses_heads_of_different_kinds(probed) -> None:
+    pretrained, randoms = probed
+    other = dict(randoms[0], head="per_voxel")
+    with pytest.raises(ValueError, match="head"):
+        compare_dense(pretrained, [other], n_boot=20)

@@ -63,6 +63,33 @@ def test_loss_is_l1_to_layer_normed_target_features_at_target_positions():
     torch.testing.assert_close(m(x, ctx, tgt).loss, (pred - h).square().mean())
 
 
+def test_position_centred_targets_drop_what_every_sample_shares_at_a_position():
+    torch.manual_seed(0)
+    m = _tiny_vjepa().eval()
+    m.target_norm = "position_centred"
+    x = torch.randn(3, 1, 4, 8, 8)
+    ctx = [torch.tensor([[0, 1, 2, 3]] * 3)]
+    tgt = [torch.tensor([[4, 5]] * 3)]
+    out = m(x, ctx, tgt)
+    with torch.no_grad():
+        h = torch.nn.functional.layer_norm(m.target_encoder(x), (64,))
+        by_hand = torch.nn.functional.layer_norm(h - h.mean(0, keepdim=True), (64,))
+        pred = m.predictor(m.encoder(x, keep=ctx[0]), ctx[0], tgt[0])
+    torch.testing.assert_close(out.regression_targets[0], by_hand[:, 4:6])
+    torch.testing.assert_close(out.loss, (pred - by_hand[:, 4:6]).abs().mean())
+    # a token every sample shares exactly has no remainder to regress: after centring it is
+    # zero (layer norm of zeros), not the shared token
+    shared = h.clone()
+    shared[:, 4] = h[0, 4]
+    from fmtrain.losses.regression import position_centred
+
+    assert position_centred(shared)[:, 4].abs().max() < 1e-4
+    with pytest.raises(ValueError, match="B >= 2"):
+        position_centred(h[:1])
+    with pytest.raises(ValueError, match="target_norm"):
+        VJEPA(m.encoder, m.predictor, target_norm="batch")
+
+
 def test_target_encoder_stays_in_eval_mode():
     m = _tiny_vjepa().train()
     assert m.encoder.training and not m.target_encoder.training

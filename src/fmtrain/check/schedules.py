@@ -13,11 +13,14 @@ import numpy as np
 
 from fmtrain.check.problems import CheckReport
 
-__all__ = ["check_schedules", "schedule_steps"]
+__all__ = ["check_schedules", "ema_initialisation_left", "schedule_steps"]
 
 # Above this share of the run spent warming up, the peak learning rate is barely used.
 _WARMUP_SHARE_WARN = 0.25
 _WARMUP_SHARE_ADVISED = 0.1
+# An evaluated EMA target holding more than this share of its random initialisation at the end
+# of the run is mostly untrained: probes then measure the initialisation.
+_EMA_INIT_SHARE_WARN = 0.1
 # Steps walked: every step of a short run, an even spread plus the warmup edges of a long one.
 _MAX_POINTS = 4096
 # The setting behind each built-in schedule; a method's own schedules are named by their name.
@@ -74,6 +77,40 @@ def _walk(report: CheckReport, module, max_steps: int, warmup: int) -> None:  # 
             report.performance[f"{name} over the run (min / max)"] = (
                 f"{min(values):.3g} / {max(values):.3g}"
             )
+        if name == "ema_momentum" and bad is None:
+            _ema_initialisation_left(report, module, points, max_steps)
+
+
+def ema_initialisation_left(points: list[tuple[int, float]]) -> float:
+    """prod(momentum) over the run's optimizer steps, from the schedule sampled at `points`
+    (step, momentum): the share of its initial weights an EMA copy still holds at the end.
+    Between sampled steps log(momentum) is integrated by the trapezoid rule."""
+    if len(points) == 1:
+        return 1.0
+    total = 0.0
+    for (s0, m0), (s1, m1) in pairwise(points):
+        low, high = (math.log(max(m, 1e-300)) for m in (m0, m1))
+        total += (s1 - s0) * (low + high) / 2
+    return math.exp(total)
+
+
+def _ema_initialisation_left(
+    report: CheckReport, module, points: list[tuple[int, float]], max_steps: int
+) -> None:  # type: ignore[no-untyped-def]
+    left = ema_initialisation_left(points)
+    report.performance["EMA target: share of its random init left at the end"] = f"{left:.1%}"
+    evaluates = getattr(module, "evaluates_ema_target", lambda: False)()
+    if evaluates and left > _EMA_INIT_SHARE_WARN:
+        report.add(
+            "warning",
+            "model.init_args.ema",
+            f"the evaluated EMA target still holds {left:.0%} of its random initialisation "
+            f"after trainer.max_steps={max_steps} (the product of its momentum over the run): "
+            "probes, embed and export would mostly measure the initialisation",
+            "train longer, lower model.init_args.ema.momentum (its time constant is "
+            "1 / (1 - momentum) steps), or set model.init_args.evaluation_encoder=context",
+            "schedule",
+        )
 
 
 def check_schedules(report: CheckReport, module, max_steps: int | None) -> None:  # type: ignore[no-untyped-def]

@@ -1,16 +1,24 @@
-"""The per-token linear head of dense probes, and the frozen features it reads.
+"""The linear heads of dense probes, and the frozen features they read.
 
-Token features [N, D, *grid] are standardised per channel with fixed training statistics, mapped
-to class logits by a 1x1x1 convolution (a linear map per token) and upsampled to voxels, where
-cross-entropy is taken. The head sees one token at a time: whatever it segments, the token
-already encoded.
+Token features [N, D, *grid] are standardised per channel with fixed training statistics and
+mapped to voxel logits linearly, in one of two ways (:class:`DenseProbeConfig` ``head``):
+
+- ``"upsampled"``: a 1x1x1 convolution gives each token one logit per class, interpolated
+  trilinearly to voxels. It cannot draw anything smaller than a token: a ViT token of 4x8x8
+  voxels paints a 4x8x8 blur, however much the token knows about the structure inside it.
+- ``"per_voxel"``: each token maps linearly to logits for every voxel of its own patch
+  (pixel-shuffle style), so a token that encodes where a thin layer runs inside its patch can
+  say so. Still linear in the frozen features, and still one token at a time.
+
+Cross-entropy is taken at voxel resolution. Whatever the head segments, the token encoded.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -21,6 +29,7 @@ from torch import nn
 from fmtrain.core.grid import TokenGrid
 
 __all__ = [
+    "HEAD_KINDS",
     "DenseProbeConfig",
     "DenseProbeHead",
     "TokenEncoder",
@@ -58,6 +67,10 @@ class TokenEncoder(Protocol):
         ...
 
 
+# how a token's features become voxel logits; see the module docstring
+HEAD_KINDS = ("upsampled", "per_voxel")
+
+
 @dataclass(frozen=True, kw_only=True)
 class DenseProbeConfig:
     """Training of the per-token linear head.
@@ -73,6 +86,9 @@ class DenseProbeConfig:
         num_threads: CPU threads while training (the previous setting is restored after). The
             head's ops are too small to gain from more; on a CPU shared with data workers or
             a training run, extra threads spin-wait and slow training down a hundred-fold.
+        head: ``"upsampled"`` (class logits per token, interpolated to voxels) or
+            ``"per_voxel"`` (class logits for every voxel of the token's patch); see the
+            module docstring.
     """
 
     steps: int = 150
@@ -82,17 +98,27 @@ class DenseProbeConfig:
     seed: int = 0
     class_weighting: bool = True
     num_threads: int = 1
+    head: Literal["upsampled", "per_voxel"] = "upsampled"
+
+    def __post_init__(self) -> None:
+        if self.head not in HEAD_KINDS:
+            raise ValueError(
+                f"DenseProbeConfig.head must be one of {HEAD_KINDS}, got {self.head!r}"
+            )
 
 
 class DenseProbeHead(nn.Module):
-    """Standardise each feature channel, map each token linearly to class logits, upsample.
+    """Standardise each feature channel and map each token linearly to voxel logits.
 
     Args:
         mean: Per-channel feature mean [D] of the training features.
         std: Per-channel feature std [D].
         num_classes: Number of output classes.
         grid_shape: Token grid of the features.
-        output_size: Voxel shape the logits are upsampled to (the encoder's input size).
+        output_size: Voxel shape of the logits (the encoder's input size).
+        kind: ``"upsampled"``: one logit per class and token, interpolated to voxels;
+            ``"per_voxel"``: logits for every voxel of the token's patch, which needs
+            ``output_size`` to be a whole multiple of ``grid_shape`` on every axis.
     """
 
     def __init__(
@@ -102,6 +128,7 @@ class DenseProbeHead(nn.Module):
         num_classes: int,
         grid_shape: Sequence[int],
         output_size: Sequence[int],
+        kind: Literal["upsampled", "per_voxel"] = "upsampled",
     ) -> None:
         super().__init__()
         ndim = len(output_size)
@@ -109,13 +136,19 @@ class DenseProbeHead(nn.Module):
         # Fixed statistics (not BatchNorm): the head is then the same function in train and eval.
         self.register_buffer("mean", mean.reshape(shape))
         self.register_buffer("std", std.reshape(shape))
+        self.grid_shape = tuple(int(g) for g in grid_shape)
+        self.output_size = tuple(int(s) for s in output_size)
+        self.kind = kind
+        self.num_classes = num_classes
+        self.patch = _patch_of(self.grid_shape, self.output_size) if kind == "per_voxel" else None
+        outputs = num_classes * (math.prod(self.patch) if self.patch else 1)
         conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[ndim - 1]
-        self.linear = conv(mean.numel(), num_classes, kernel_size=1)
+        self.linear = conv(mean.numel(), outputs, kernel_size=1)
         # A zero start makes the (convex) fit independent of any initialisation randomness.
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
-        self.grid_shape = tuple(int(g) for g in grid_shape)
-        self.output_size = tuple(int(s) for s in output_size)
+        if self.patch:
+            return
         for axis, (g, o) in enumerate(zip(self.grid_shape, self.output_size, strict=True)):
             # Derived from the shapes, so not saved with the weights.
             self.register_buffer(
@@ -130,10 +163,36 @@ class DenseProbeHead(nn.Module):
                 f"[B, D, {', '.join(map(str, self.grid_shape))}] (the grid it was trained on)"
             )
         logits = self.linear((features - self.mean) / self.std)
+        if self.patch:
+            return _shuffle_to_voxels(logits, self.num_classes, self.patch)
         for axis in range(len(self.grid_shape)):
             matrix = getattr(self, f"upsample{axis}")
             logits = (logits.movedim(axis + 2, -1) @ matrix).movedim(-1, axis + 2)
         return logits
+
+
+def _patch_of(grid_shape: tuple[int, ...], output_size: tuple[int, ...]) -> tuple[int, ...]:
+    if len(grid_shape) != len(output_size) or any(
+        o % g for g, o in zip(grid_shape, output_size, strict=True)
+    ):
+        raise ValueError(
+            f"a per-voxel dense head needs voxels {list(output_size)} to be a whole number of "
+            f"patches of the token grid {list(grid_shape)} on every axis; use "
+            "DenseProbeConfig(head='upsampled') for this encoder"
+        )
+    return tuple(o // g for g, o in zip(grid_shape, output_size, strict=True))
+
+
+def _shuffle_to_voxels(logits: torch.Tensor, classes: int, patch: tuple[int, ...]) -> torch.Tensor:
+    """[B, classes * prod(patch), *grid] -> [B, classes, *(grid * patch)]: each token's
+    channels become its own patch's voxels (channel order: class, then row-major in patch)."""
+    b, _, *grid = logits.shape
+    k = len(grid)
+    x = logits.reshape(b, classes, *patch, *grid)
+    # [B, C, p1..pk, g1..gk] -> [B, C, g1, p1, ..., gk, pk]
+    order = [0, 1, *[a for i in range(k) for a in (2 + k + i, 2 + i)]]
+    size = [g * p for g, p in zip(grid, patch, strict=True)]
+    return x.permute(order).reshape(b, classes, *size)
 
 
 def as_volume_batch(volumes: ArrayLike | torch.Tensor, grid: TokenGrid, name: str) -> torch.Tensor:
@@ -219,7 +278,8 @@ def train_dense_probe(
     num_classes: int,
     config: DenseProbeConfig | None = None,
 ) -> DenseProbeHead:
-    """Fit a per-token linear head to voxel labels by cross-entropy at voxel resolution.
+    """Fit a per-token linear head (``config.head``) to voxel labels by cross-entropy at
+    voxel resolution.
 
     Args:
         features: [N, D, *grid] frozen features.
@@ -247,7 +307,9 @@ def train_dense_probe(
     dims = [0, *range(2, features.ndim)]
     std = features.std(dim=dims).clamp_min(1e-6)
     mean = features.mean(dim=dims)
-    head = DenseProbeHead(mean, std, num_classes, features.shape[2:], labels.shape[1:])
+    head = DenseProbeHead(
+        mean, std, num_classes, features.shape[2:], labels.shape[1:], kind=config.head
+    )
     weight = _class_weights(labels, num_classes) if config.class_weighting else None
     generator = torch.Generator().manual_seed(config.seed)
     head.train()

@@ -1,6 +1,7 @@
 """Dense (segmentation) probes on frozen token features.
 
-A linear head per token, upsampled to voxels, asks whether an encoder's patch tokens carry
+A linear head per token (upsampled to voxels, or mapping to its own patch's voxels: see
+:mod:`fmtrain.eval.dense_head`) asks whether an encoder's patch tokens carry
 where each structure is, not only what the volume shows. :func:`dense_probe` trains one head
 per requested layer and scores it with per-volume Dice; :func:`compare_dense` sets a pretrained
 encoder against random-init seeds of the same architecture with paired bootstrap intervals over
@@ -199,6 +200,7 @@ def dense_probe(
     train_maps = token_feature_maps(encoder, train_volumes, layers=layers)
     test_maps = token_feature_maps(encoder, test_volumes, layers=layers)
     result: dict[str, Any] = {
+        "head": (config or DenseProbeConfig()).head,
         "class_names": list(class_names),
         "summaries": {k: [class_names[i] for i in v] for k, v in summaries.items()},
         "groups": group_ids.tolist(),
@@ -219,8 +221,8 @@ def _check_comparable(pretrained: dict[str, Any], randoms: Sequence[dict[str, An
     if not randoms:
         raise ValueError("compare_dense: randoms is empty; pass dense_probe results of >= 1 seed")
     for i, other in enumerate(randoms):
-        for key in ("class_names", "summaries", "groups"):
-            if other[key] != pretrained[key]:
+        for key in ("head", "class_names", "summaries", "groups"):
+            if other.get(key) != pretrained.get(key):
                 raise ValueError(
                     f"compare_dense: randoms[{i}][{key!r}] = {other[key]} differs from the "
                     f"pretrained result's {pretrained[key]}; score every encoder on the same "
@@ -289,7 +291,12 @@ def compare_dense(
                 }
             )
         layers[layer] = table
-    return {"alpha": alpha, "n_random": len(randoms), "layers": layers}
+    return {
+        "alpha": alpha,
+        "n_random": len(randoms),
+        "head": pretrained.get("head", "upsampled"),
+        "layers": layers,
+    }
 
 
 def _fmt(interval: dict[str, Any], signed: bool = False) -> str:
@@ -310,7 +317,8 @@ def format_dense_table(comparison: dict[str, Any]) -> str:
     lines = []
     for layer, rows in comparison["layers"].items():
         lines += [
-            f"Layer {layer} (random init: {comparison['n_random']} seed(s))",
+            f"Layer {layer}, {comparison.get('head', 'upsampled')} head "
+            f"(random init: {comparison['n_random']} seed(s))",
             "",
             f"| class | pretrained Dice [{coverage}] | random Dice [{coverage}] "
             f"| difference [{coverage}] |",

@@ -14,11 +14,13 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "TARGET_NORMS",
     "feature_regression",
     "layer_normed",
     "masked_patch_mse",
     "patchify",
     "per_patch_normalized",
+    "position_centred",
     "unpatchify",
 ]
 
@@ -26,6 +28,30 @@ __all__ = [
 def layer_normed(tokens: torch.Tensor) -> torch.Tensor:
     """Layer norm without affine parameters over the feature axis (V-JEPA's targets)."""
     return F.layer_norm(tokens, (tokens.shape[-1],))
+
+
+def position_centred(tokens: torch.Tensor) -> torch.Tensor:
+    """Layer-normed tokens [B, N, D] minus their batch mean at each of the N positions,
+    layer-normed again.
+
+    In aligned scans (OCT, CT) most of what a token encodes is where it sits: anatomy that
+    every volume shares, plus the encoder's own position embedding. With V-JEPA's plain
+    layer-normed targets a predictor that knows the target positions explains that part
+    without looking at the context, and the content that tells one eye from another is a
+    small remainder of the loss. Centring on the batch's mean token at each position leaves
+    only what differs between samples; the second layer norm keeps its scale at 1, so the
+    encoder cannot shrink the remainder away. Needs B >= 2 (one sample has no remainder).
+    """
+    if tokens.ndim != 3 or tokens.shape[0] < 2:
+        raise ValueError(
+            f"position-centred targets need tokens [B, N, D] with B >= 2 samples to centre "
+            f"on, got {tuple(tokens.shape)}; use a batch of 2 or more, or target_norm='layer'"
+        )
+    normed = layer_normed(tokens.float())
+    return layer_normed(normed - normed.mean(dim=0, keepdim=True))
+
+
+TARGET_NORMS = {"layer": layer_normed, "position_centred": position_centred}
 
 
 def feature_regression(

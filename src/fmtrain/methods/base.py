@@ -144,6 +144,11 @@ class PretrainMethod(pl.LightningModule):
         """The encoder that probes, embeddings and export use."""
         raise NotImplementedError
 
+    def evaluates_ema_target(self) -> bool:
+        """Whether `evaluation_encoder()` is an EMA copy that the `ema_momentum` schedule
+        moves (then `check` says how much of its random initialisation the run leaves)."""
+        return False
+
     def after_optimizer_step(
         self, values: dict[str, float], applied: torch.Tensor | None = None
     ) -> None:

@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from fmtrain.losses.regression import feature_regression, layer_normed
+from fmtrain.losses.regression import TARGET_NORMS, feature_regression
 from fmtrain.methods.base import MethodOutput, PretrainMethod
 from fmtrain.methods.configs import EMAConfig, OptimizerConfig, PredictorConfig
 from fmtrain.methods.links import RecipeLink
@@ -38,17 +38,30 @@ class VJEPA(nn.Module):
     Args:
         encoder: context encoder; its deep copy becomes the target encoder.
         predictor: narrow transformer from context tokens to target-token features.
-        loss: "l1" (V-JEPA) or "l2" between predictions and layer-normed targets.
+        loss: "l1" (V-JEPA) or "l2" between predictions and normalised targets.
+        target_norm: "layer" (V-JEPA: each target token layer-normed) or
+            "position_centred" (then the batch's mean token at each position taken away and
+            layer-normed again; see `fmtrain.losses.regression.position_centred`).
     """
 
     def __init__(
-        self, encoder: nn.Module, predictor: JEPAPredictor, loss: Literal["l1", "l2"] = "l1"
+        self,
+        encoder: nn.Module,
+        predictor: JEPAPredictor,
+        loss: Literal["l1", "l2"] = "l1",
+        target_norm: Literal["layer", "position_centred"] = "layer",
     ) -> None:
         super().__init__()
+        if target_norm not in TARGET_NORMS:
+            raise ValueError(
+                f"model.init_args.target_norm = {target_norm!r}: expected one of "
+                f"{sorted(TARGET_NORMS)}"
+            )
         self.encoder = encoder
         self.predictor = predictor
         self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)
         self.loss = loss
+        self.target_norm = target_norm
 
     def train(self, mode: bool = True) -> VJEPA:
         super().train(mode)
@@ -72,7 +85,7 @@ class VJEPA(nn.Module):
         # 1. Target encode the whole clip, without gradients.
         with torch.no_grad():
             target_tokens = self.target_encoder(inputs)
-            h = layer_normed(
+            h = TARGET_NORMS[self.target_norm](
                 expect_tokens(target_tokens, inputs.shape[0], self.predictor.num_tokens)
             )
         losses, predictions, regression_targets = [], [], []
@@ -125,6 +138,14 @@ class VJEPAModule(PretrainMethod):
         optimizer: AdamW and its schedules.
         ema: target-encoder momentum schedule.
         loss: "l1" (as in V-JEPA) or "l2".
+        target_norm: "layer" (as in V-JEPA) or "position_centred": targets less the batch's
+            mean token at each position, so that anatomy every scan shares is not what the
+            predictor is scored on (see `fmtrain.losses.regression.position_centred`).
+        evaluation_encoder: which encoder probes, `embed` and `export` use: "target" (the
+            EMA target, as V-JEPA evaluates) or "context" (the online encoder the gradients
+            train). The target holds prod(momentum) of its random initialisation: over a
+            long run nothing, over 600 steps of 0.998 -> 1.0 still 55%; `fmtrain check`
+            prints the share for the recipe's run.
         compile: compile every transformer block with torch.compile.
         compile_backend: torch.compile backend.
         max_consecutive_bad_steps: stop after this many skipped non-finite steps in a row.
@@ -144,6 +165,8 @@ class VJEPAModule(PretrainMethod):
         optimizer: OptimizerConfig | None = None,
         ema: EMAConfig | None = None,
         loss: Literal["l1", "l2"] = "l1",
+        target_norm: Literal["layer", "position_centred"] = "layer",
+        evaluation_encoder: Literal["target", "context"] = "target",
         compile: bool = False,
         compile_backend: str = "inductor",
         max_consecutive_bad_steps: int = 5,
@@ -166,7 +189,13 @@ class VJEPAModule(PretrainMethod):
                 "data.init_args.masks: V-JEPA predicts masked regions and needs at least one "
                 "mask family; give a sampler such as fmtrain.masks.MultiBlock (the default)."
             )
+        if evaluation_encoder not in ("target", "context"):
+            raise ValueError(
+                f"model.init_args.evaluation_encoder = {evaluation_encoder!r}: expected "
+                "'target' (the EMA target, as V-JEPA) or 'context' (the online encoder)"
+            )
         self.num_mask_families = num_mask_families
+        self.evaluate = evaluation_encoder
         self.ema_config = ema or EMAConfig()
         p = predictor or PredictorConfig()
         enc = self.build_encoder()
@@ -179,7 +208,7 @@ class VJEPAModule(PretrainMethod):
             num_mask_tokens=num_mask_families,
         )
         pred.set_grad_checkpointing(getattr(self.encoder_spec, "activation_checkpointing", False))
-        self.method = VJEPA(enc, pred, loss=loss)
+        self.method = VJEPA(enc, pred, loss=loss, target_norm=target_norm)
 
     @classmethod
     def recipe_links(cls) -> list[RecipeLink]:
@@ -191,7 +220,12 @@ class VJEPAModule(PretrainMethod):
         return self.method(batch.inputs, batch.contexts, batch.targets)
 
     def evaluation_encoder(self) -> nn.Module:
+        if self.evaluate == "context":
+            return self.method.encoder
         return self.method.target_encoder  # as in V-JEPA's frozen evaluation
+
+    def evaluates_ema_target(self) -> bool:
+        return self.evaluate == "target"
 
     def extra_schedules(self, step: int, total: int) -> dict[str, float]:
         e = self.ema_config

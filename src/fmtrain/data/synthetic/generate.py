@@ -4,6 +4,8 @@ Layout under ``out_dir``::
 
     manifest.tsv                 AI-READI columns, see fmtrain.data.volumes.manifest
     labels.tsv                   ground truth for probes
+    lesions.tsv                  lesion scale and the largest lesion's size per volume (mm);
+                                 apart from labels.tsv so that probes do not take them as tasks
     retinal_oct/<device>/<participant_id>/<participant_id>_<laterality>.dcm
 
 Every file goes through the real DICOM writer, and the manifest's geometry is what that file
@@ -26,7 +28,7 @@ from fmtrain.data.synthetic.synthetic_oct import PATHOLOGIES, synthesize_oct
 from fmtrain.data.volumes.dicom_oct import write_oct_dicom
 from fmtrain.data.volumes.manifest import ManifestRow, write_manifest
 
-__all__ = ["LABEL_COLUMNS", "generate_oct_dataset"]
+__all__ = ["LABEL_COLUMNS", "LESION_COLUMNS", "generate_oct_dataset"]
 
 LABEL_COLUMNS = (
     "participant_id",
@@ -35,6 +37,13 @@ LABEL_COLUMNS = (
     "device",
     "pathology",
     "foveal_thickness_mm",
+)
+LESION_COLUMNS = (
+    "filepath",
+    "pathology",
+    "lesion_scale",
+    "lesion_max_width_mm",
+    "lesion_max_height_mm",
 )
 
 
@@ -48,9 +57,10 @@ class _Task:
     pathology_fraction: float
     seed: int
     spacing_in: Literal["shared", "per_frame"]
+    lesion_scale: tuple[float, float] = (1.0, 1.0)
 
 
-def _participant(task: _Task) -> tuple[ManifestRow, dict[str, str]]:
+def _participant(task: _Task) -> tuple[ManifestRow, dict[str, str], dict[str, str]]:
     """Synthesize and write one participant's volume; runs in a worker process."""
     # Everything random about a participant comes from (seed, index), never from the order in
     # which workers finish, so any worker count writes the same files.
@@ -63,9 +73,18 @@ def _participant(task: _Task) -> tuple[ManifestRow, dict[str, str]]:
         else "normal"
     )
     volume_seed = int(rng.integers(0, 2**31 - 1))
+    # drawn after everything above, so a fixed scale leaves earlier datasets unchanged
+    low, high = task.lesion_scale
+    lesion_scale = float(np.exp(rng.uniform(np.log(low), np.log(high)))) if high > low else low
 
     device = OCT_DEVICES[task.device].scaled(task.scale)
-    oct_ = synthesize_oct(device, seed=volume_seed, pathology=pathology, laterality=laterality)
+    oct_ = synthesize_oct(
+        device,
+        seed=volume_seed,
+        pathology=pathology,
+        laterality=laterality,
+        lesion_scale=lesion_scale,
+    )
     relative = Path("retinal_oct", device.key, task.participant_id)
     filename = f"{task.participant_id}_{laterality}.dcm"
     (Path(task.out_dir) / relative).mkdir(parents=True, exist_ok=True)
@@ -103,7 +122,14 @@ def _participant(task: _Task) -> tuple[ManifestRow, dict[str, str]]:
         "pathology": pathology,
         "foveal_thickness_mm": repr(oct_.foveal_thickness_mm),
     }
-    return row, labels
+    lesions = {
+        "filepath": filepath,
+        "pathology": pathology,
+        "lesion_scale": f"{lesion_scale:.4g}",
+        "lesion_max_width_mm": f"{oct_.labels.get('lesion_max_width_mm', 0.0):.4g}",
+        "lesion_max_height_mm": f"{oct_.labels.get('lesion_max_height_mm', 0.0):.4g}",
+    }
+    return row, labels, lesions
 
 
 def generate_oct_dataset(
@@ -115,6 +141,7 @@ def generate_oct_dataset(
     pathology_fraction: float = 0.5,
     seed: int = 0,
     workers: int = 1,
+    lesion_scale: float | tuple[float, float] = 1.0,
 ) -> Path:
     """Generate a synthetic OCT dataset: one volume per participant, as real DICOM.
 
@@ -135,6 +162,11 @@ def generate_oct_dataset(
         pathology_fraction: Probability, per participant, of a non-normal pathology.
         seed: Non-negative dataset seed.
         workers: Processes to synthesize with; 1 runs in this process.
+        lesion_scale: Size of drusen and fluid pockets relative to their clinical size (see
+            :func:`~fmtrain.data.synthetic.synthetic_oct.synthesize_oct`); a pair (low, high)
+            draws each participant's scale log-uniformly between them, so one dataset holds
+            lesions from smaller than a token to several tokens across. Written per volume
+            to ``lesions.tsv`` with the largest lesion's width and height.
 
     Returns:
         Path of the written ``manifest.tsv``; ``labels.tsv`` sits beside it.
@@ -162,6 +194,12 @@ def generate_oct_dataset(
         raise ValueError(f"generate_oct_dataset: seed must be >= 0, got {seed}")
     if workers < 1:
         raise ValueError(f"generate_oct_dataset: workers must be >= 1, got {workers}")
+    scales = (lesion_scale, lesion_scale) if np.isscalar(lesion_scale) else tuple(lesion_scale)
+    if len(scales) != 2 or not 0 < scales[0] <= scales[1]:
+        raise ValueError(
+            "generate_oct_dataset: lesion_scale must be > 0 or a pair 0 < low <= high, got "
+            f"{lesion_scale!r}"
+        )
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -177,6 +215,7 @@ def generate_oct_dataset(
             # Alternating on i alone would pin each device to one layout when len(devices) is
             # even; shifting every round of devices gives each device both.
             spacing_in=("shared", "per_frame")[(i + i // len(devices)) % 2],
+            lesion_scale=(float(scales[0]), float(scales[1])),
         )
         for i in range(num_participants)
     ]
@@ -185,11 +224,14 @@ def generate_oct_dataset(
     )
 
     manifest_path = out / "manifest.tsv"
-    write_manifest([row for row, _ in results], manifest_path)
-    with (out / "labels.tsv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(
-            handle, fieldnames=LABEL_COLUMNS, delimiter="\t", lineterminator="\n"
-        )
-        writer.writeheader()
-        writer.writerows(labels for _, labels in results)
+    write_manifest([row for row, _, _ in results], manifest_path)
+    _write_tsv(out / "labels.tsv", LABEL_COLUMNS, [labels for _, labels, _ in results])
+    _write_tsv(out / "lesions.tsv", LESION_COLUMNS, [lesions for _, _, lesions in results])
     return manifest_path
+
+
+def _write_tsv(path: Path, columns: Sequence[str], rows: Sequence[dict[str, str]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, delimiter="\t", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)

@@ -97,7 +97,12 @@ class _Steps:
 
 
 def synthesize_oct(
-    device: OCTDevice, *, seed: int, pathology: str = "normal", laterality: str = "R"
+    device: OCTDevice,
+    *,
+    seed: int,
+    pathology: str = "normal",
+    laterality: str = "R",
+    lesion_scale: float = 1.0,
 ) -> SyntheticOCT:
     """Generate one macular OCT volume for a device's geometry.
 
@@ -113,12 +118,17 @@ def synthesize_oct(
             neural retina by 25-40%.
         laterality: ``"R"`` or ``"L"``; mirrors the nasal side, where the nerve fibre layer is
             thicker and the vascular arcades come from.
+        lesion_scale: Multiplies the lateral size and the height of drusen and fluid pockets
+            (1: clinical sizes of early disease, 0.3-0.8 mm across, smaller than a 4x8x8
+            token of the CPU demo; 3: up to several tokens). Above 1 the retina is placed
+            with room for the taller pockets, so the eye differs from the one at scale 1.
 
     Returns:
         The volume (uint8, [frames, rows, cols]) with its spacing, labels and segmentation.
 
     Raises:
-        ValueError: On an unknown pathology or laterality, or a negative seed.
+        ValueError: On an unknown pathology or laterality, a negative seed or a lesion
+            scale that is not positive.
     """
     if pathology not in PATHOLOGIES:
         raise ValueError(
@@ -128,6 +138,8 @@ def synthesize_oct(
         raise ValueError(f"synthesize_oct: laterality must be 'R' or 'L', got {laterality!r}")
     if seed < 0:
         raise ValueError(f"synthesize_oct: seed must be >= 0, got {seed}")
+    if not lesion_scale > 0:
+        raise ValueError(f"synthesize_oct: lesion_scale must be > 0, got {lesion_scale}")
 
     # Separate streams so that anatomy and speckle do not depend on the pathology drawn.
     anatomy_rng = np.random.default_rng([seed, 0])
@@ -151,13 +163,14 @@ def synthesize_oct(
     # Placed before any pathology, with room for the thickest one, so that a pathological
     # volume shows the same eye in the same place as the normal one with this seed.
     normal_retina = sum(thick[name] for name in _RETINA_LEVELS)
-    bruch = _place_surface(x, y, normal_retina + _MAX_SWELLING_MM, rows * dy, anatomy_rng)
+    max_swelling = _MAX_SWELLING_MM * max(1.0, lesion_scale)
+    bruch = _place_surface(x, y, normal_retina + max_swelling, rows * dy, anatomy_rng)
     labels: dict[str, float | str] = {}
     cysts: list[tuple[str, np.ndarray, np.ndarray]] = []
     if pathology == "drusen":
-        _add_drusen(thick, ex, ey, pathology_rng, labels)
+        _add_drusen(thick, ex, ey, pathology_rng, labels, lesion_scale)
     elif pathology == "fluid":
-        cysts = _add_fluid(thick, ex, ey, pathology_rng, labels)
+        cysts = _add_fluid(thick, ex, ey, pathology_rng, labels, lesion_scale, max_swelling)
     elif pathology == "thinning":
         fraction = pathology_rng.uniform(0.25, 0.40)
         for name in ("nfl", "gcl", "ipl", "inl", "opl", "onl", "elm", "myoid", "ez", "os", "iz"):
@@ -238,6 +251,7 @@ def synthesize_oct(
         "fovea_x_mm": float(fovea_x),
         "fovea_y_mm": float(fovea_y),
         "speckle_shape": noise_shape,
+        "lesion_scale": float(lesion_scale),
         **labels,
     }
     return SyntheticOCT(
@@ -364,16 +378,20 @@ def _add_drusen(
     ey: np.ndarray,
     rng: np.random.Generator,
     labels: dict[str, float | str],
+    scale: float = 1.0,
 ) -> None:
-    """Dome-shaped deposits between the RPE and Bruch's membrane, near the fovea."""
+    """Dome-shaped deposits between the RPE and Bruch's membrane, near the fovea; `scale`
+    multiplies their radius and height."""
     count = int(rng.integers(5, 13))
     elevation = np.zeros(thick["rpe"].shape)
+    widest = 0.0
     for _ in range(count):
         distance = np.sqrt(rng.uniform(0.0, 1.0)) * 1.6
         angle = rng.uniform(0, 2 * np.pi)
         cx, cy = distance * np.cos(angle), distance * np.sin(angle)
-        radius = rng.uniform(0.15, 0.4)
-        height = min(rng.uniform(0.035, 0.09), 0.4 * radius)
+        radius = rng.uniform(0.15, 0.4) * scale
+        height = min(rng.uniform(0.035, 0.09) * scale, 0.4 * radius)
+        widest = max(widest, 2.0 * radius)
         rho2 = ((ex - cx) ** 2 + (ey - cy) ** 2) / radius**2
         elevation = np.maximum(elevation, height * np.clip(1.0 - rho2, 0.0, None) ** 1.5)
     thick["druse"] = elevation
@@ -382,6 +400,8 @@ def _add_drusen(
     thick["onl"] = thick["onl"] - np.minimum(0.7 * elevation, thick["onl"] - 0.02)
     labels["drusen_count"] = count
     labels["drusen_max_height_mm"] = float(elevation.max())
+    labels["lesion_max_width_mm"] = float(widest)
+    labels["lesion_max_height_mm"] = float(elevation.max())
 
 
 def _add_fluid(
@@ -390,8 +410,11 @@ def _add_fluid(
     ey: np.ndarray,
     rng: np.random.Generator,
     labels: dict[str, float | str],
+    scale: float = 1.0,
+    max_swelling: float = _MAX_SWELLING_MM,
 ) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """Ellipsoidal intraretinal cysts in the INL and ONL that thicken the retina.
+    """Ellipsoidal intraretinal cysts in the INL and ONL that thicken the retina; `scale`
+    multiplies their half-axes and height, `max_swelling` (mm) caps the stacked height.
 
     Returns:
         (host layer, top of the pocket below the host's top in mm, pocket height in mm) per cyst.
@@ -400,19 +423,21 @@ def _add_fluid(
     original = {name: thick[name].copy() for name in ("inl", "onl")}
     stacked = {name: np.zeros_like(thick[name]) for name in ("inl", "onl")}
     cysts = []
+    widest, tallest = 0.0, 0.0
     for _ in range(count):
         host = "inl" if rng.uniform() < 0.35 else "onl"
         distance = np.sqrt(rng.uniform(0.0, 1.0)) * 1.0
         angle = rng.uniform(0, 2 * np.pi)
         cx, cy = distance * np.cos(angle), distance * np.sin(angle)
-        ax, ay = rng.uniform(0.12, 0.35, size=2)
-        peak = rng.uniform(0.05, 0.14)
+        ax, ay = rng.uniform(0.12, 0.35, size=2) * scale
+        peak = rng.uniform(0.05, 0.14) * scale
         rho2 = ((ex - cx) / ax) ** 2 + ((ey - cy) / ay) ** 2
         # Overlapping cysts stack; keep the total within what the volume placement allowed for.
         swollen = (stacked["inl"] + stacked["onl"])[np.broadcast_to(rho2 < 4.0, thick["inl"].shape)]
-        peak = min(peak, _MAX_SWELLING_MM - (float(swollen.max()) if swollen.size else 0.0))
+        peak = min(peak, max_swelling - (float(swollen.max()) if swollen.size else 0.0))
         if peak < 0.02:
             continue
+        widest, tallest = max(widest, 2.0 * float(max(ax, ay))), max(tallest, peak)
         height = peak * np.sqrt(np.clip(1.0 - rho2, 0.0, None))
         # The tissue around a cyst swells smoothly over twice its radius, so the inner surface
         # bulges as a hill rather than with the cyst's steep walls.
@@ -422,6 +447,8 @@ def _add_fluid(
         stacked[host] = stacked[host] + swelling
         thick[host] = thick[host] + swelling
     labels["fluid_pocket_count"] = len(cysts)
+    labels["lesion_max_width_mm"] = widest
+    labels["lesion_max_height_mm"] = tallest
     return cysts
 
 

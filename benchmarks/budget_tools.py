@@ -1,0 +1,189 @@
+"""Equal compute for the quality benchmarks: fit a recipe for a wall-time budget, not a step
+count, and count the FLOPs it spent.
+
+A method's schedules (warmup, cosine, EMA ramp, weight decay) are laid out over
+`trainer.max_steps`, so cutting a run at a time limit would leave every schedule half done.
+Instead a short calibration fit of the same recipe, data and loader measures Lightning's
+steady-state step time here, and the real fit gets the steps that fill the budget, with
+`trainer.max_time` as a hard stop should the machine slow down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import shutil
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from efficiency_tools import StepClock, count_flops
+
+from fmtrain.cli import run_cli
+
+__all__ = ["BudgetedFit", "fit_for_budget", "lesion_sizes", "rank_curve"]
+
+# Calibration: steps run, and the first ones left out (loader start, first allocations).
+CALIBRATION_STEPS = 30
+CALIBRATION_SKIP = 8
+# The calibration misses validation and checkpoint writes; leave them this share of the budget.
+OVERHEAD_SHARE = 0.08
+
+
+@dataclass
+class BudgetedFit:
+    """What one budgeted fit did: its trainer objects and the compute it spent."""
+
+    cli: Any
+    budget_s: float
+    steps: int
+    planned_steps: int
+    step_s: float
+    fit_s: float
+    calibration_s: float
+    flops_per_step: int
+    flops_counted: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total_flops(self) -> float:
+        return float(self.flops_per_step) * self.steps
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "budget_s": self.budget_s,
+            "steps": self.steps,
+            "planned_steps": self.planned_steps,
+            "calibrated_step_s": round(self.step_s, 4),
+            "fit_s": round(self.fit_s, 1),
+            "calibration_s": round(self.calibration_s, 1),
+            "flops_per_step": self.flops_per_step,
+            "flops_counted": self.flops_counted,
+            "total_flops": self.total_flops,
+            "notes": self.notes,
+        }
+
+
+def _max_time(seconds: float) -> str:
+    """Lightning's DD:HH:MM:SS."""
+    s = max(1, math.ceil(seconds))
+    return f"00:{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def fit_for_budget(fit_args: list[str], budget_s: float, root: Path) -> BudgetedFit:
+    """Fit `fit_args` (a `fmtrain fit` command line without run-length or output keys) for
+    about `budget_s` seconds of wall time, data loading and validation included.
+
+    Args:
+        fit_args: ["fit", "--config", RECIPE, overrides...].
+        budget_s: seconds of fit the method gets.
+        root: run folder; checkpoints under root/ckpt, the calibration under root/calibration
+            (deleted after).
+
+    Returns:
+        The fit, its steps, its wall time and its model FLOPs (forward + backward of one
+        training batch, counted by FlopCounterMode, times the steps).
+    """
+    calibration = root / "calibration"
+    clock = StepClock()
+    start = time.perf_counter()
+    probe = [
+        *fit_args,
+        f"--trainer.max_steps={CALIBRATION_STEPS}",
+        "--trainer.limit_val_batches=0",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={calibration}",
+        f"--checkpoint.dirpath={calibration}/ckpt",
+    ]
+    built = run_cli(probe, run=False)
+    built.trainer.callbacks.append(clock)
+    built.trainer.fit(built.model, datamodule=built.datamodule)
+    calibration_s = time.perf_counter() - start
+    shutil.rmtree(calibration, ignore_errors=True)
+    step_s = statistics.median(clock.intervals(skip=CALIBRATION_SKIP))
+    planned = max(10, int(budget_s * (1 - OVERHEAD_SHARE) / step_s))
+    notes = []
+    start = time.perf_counter()
+    cli = run_cli(
+        [
+            *fit_args,
+            f"--trainer.max_steps={planned}",
+            f"--trainer.max_time={_max_time(budget_s)}",
+            f"--trainer.val_check_interval={max(1, planned // 5)}",
+            f"--trainer.default_root_dir={root}",
+            f"--checkpoint.dirpath={root}/ckpt",
+        ]
+    )
+    fit_s = time.perf_counter() - start
+    steps = int(cli.trainer.global_step)
+    if steps < planned:
+        notes.append(
+            f"stopped by max_time at step {steps} of {planned}: the schedules did not finish"
+        )
+    batch = next(iter(cli.datamodule.train_dataloader()))
+    flops, how = count_flops(cli.model, batch, contextlib.nullcontext())
+    return BudgetedFit(
+        cli=cli,
+        budget_s=budget_s,
+        steps=steps,
+        planned_steps=planned,
+        step_s=step_s,
+        fit_s=fit_s,
+        calibration_s=calibration_s,
+        flops_per_step=flops,
+        flops_counted=how,
+        notes=notes,
+    )
+
+
+def rank_curve(root: Path) -> list[tuple[int, float]]:
+    """(step, effective rank of the training batch's pooled target features) logged by the
+    collapse monitor in root/csv/metrics.csv."""
+    path = root / "csv" / "metrics.csv"
+    if not path.exists():
+        return []
+    with path.open() as handle:
+        return [
+            (int(row["step"]), round(float(row["collapse/train_batch_effective_rank"]), 3))
+            for row in csv.DictReader(handle)
+            if row.get("collapse/train_batch_effective_rank")
+        ]
+
+
+def collapse_warnings(root: Path) -> int:
+    """Steps at which the collapse monitor raised its warning flag."""
+    path = root / "csv" / "metrics.csv"
+    if not path.exists():
+        return 0
+    with path.open() as handle:
+        return sum(
+            1 for row in csv.DictReader(handle) if float(row.get("collapse/warning") or 0) > 0
+        )
+
+
+def lesion_sizes(data: Path, token_mm: tuple[float, ...]) -> dict[str, dict[str, Any]]:
+    """Per pathology: how many volumes, and the 5th/50th/95th percentile of the largest
+    lesion's width and height, in mm and in tokens (lateral width over the token's lateral
+    extent, height over its depth extent). Read from the generator's lesions.tsv."""
+    with (data / "lesions.tsv").open() as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    out: dict[str, dict[str, Any]] = {}
+    for pathology in sorted({r["pathology"] for r in rows}):
+        mine = [r for r in rows if r["pathology"] == pathology]
+        entry: dict[str, Any] = {"volumes": len(mine)}
+        for key, extent in (
+            ("lesion_max_width_mm", token_mm[2]),
+            ("lesion_max_height_mm", token_mm[1]),
+        ):
+            values = sorted(float(r[key]) for r in mine)
+            if not any(values):
+                continue
+            picks = [values[min(len(values) - 1, int(q * len(values)))] for q in (0.05, 0.5, 0.95)]
+            name = key.removeprefix("lesion_max_").removesuffix("_mm")
+            entry[f"{name}_mm_p5_p50_p95"] = [round(v, 3) for v in picks]
+            entry[f"{name}_tokens_p5_p50_p95"] = [round(v / extent, 2) for v in picks]
+        out[pathology] = entry
+    return out
