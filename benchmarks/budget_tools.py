@@ -98,7 +98,7 @@ def fit_for_budget(fit_args: list[str], budget_s: float, root: Path) -> Budgeted
         f"--trainer.default_root_dir={calibration}",
         f"--checkpoint.dirpath={calibration}/ckpt",
     ]
-    built = run_cli(probe, run=False)
+    built = run_cli(probe[1:], run=False)  # built without the subcommand, fitted below
     built.trainer.callbacks.append(clock)
     built.trainer.fit(built.model, datamodule=built.datamodule)
     calibration_s = time.perf_counter() - start

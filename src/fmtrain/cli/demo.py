@@ -48,12 +48,18 @@ def _loss_curve(csv_path: Path) -> list[tuple[int, float]]:
 # the probes that fit the time budget (thousands of signal windows make the attentive probe
 # minutes per encoder on a CPU: benchmarks/quality_signals.py runs it)
 MODALITIES = {
-    "oct": ("recipes/oct_vjepa_demo.yaml", 288, "pathology", ("linear", "knn", "attentive")),
+    "oct": ("recipes/oct_vjepa_demo.yaml", 600, "pathology", ("linear", "knn", "attentive")),
     "signals": ("recipes/signals_msm_demo.yaml", 300, "rhythm", ("linear", "knn")),
 }
 
 
-def _generate(modality: str, data: Path, num_participants: int, scale: float) -> None:
+def _generate(
+    modality: str,
+    data: Path,
+    num_participants: int,
+    scale: float,
+    lesion_scale: tuple[float, float] = (1.0, 1.0),
+) -> None:
     if modality == "signals":
         from fmtrain.data.synthetic.signals import generate_signal_dataset
 
@@ -61,7 +67,14 @@ def _generate(modality: str, data: Path, num_participants: int, scale: float) ->
         generate_signal_dataset(data, num_participants=num_participants, seed=0, workers=2)
         return
     print(f"[demo] generating {num_participants} synthetic OCT volumes as DICOM in {data}")
-    generate_oct_dataset(data, num_participants=num_participants, scale=scale, seed=0, workers=2)
+    generate_oct_dataset(
+        data,
+        num_participants=num_participants,
+        scale=scale,
+        seed=0,
+        workers=2,
+        lesion_scale=lesion_scale,
+    )
 
 
 def _pictures(cli, out: Path) -> None:
@@ -126,6 +139,7 @@ def run_demo(
     out_dir: str | None = None,
     num_participants: int | None = None,
     scale: float = 0.25,
+    lesion_scale: tuple[float, float] = (1.0, 3.0),
     max_steps: int | None = None,
     data_dir: str | None = None,
     train_videos: list[str] | None = None,
@@ -143,8 +157,12 @@ def run_demo(
         out_dir: where data, logs, checkpoints and results go (default demo_output for OCT,
             demo_output/signals for signals, demo_output/video for video).
         num_participants: synthetic participants, one volume or recording each (default
-            288 for OCT, 300 for signals).
+            600 for OCT: 75 test volumes; 300 for signals).
         scale: resolution factor of generated OCT volumes (1.0 = the devices' real size).
+        lesion_scale: OCT drusen and fluid sizes relative to early clinical disease, drawn
+            log-uniformly per volume: (1, 3) spans smaller than one of the demo's tokens to
+            about three, so the pathology task leaves room between random-init features and
+            supervised training (benchmarks/quality_oct.py); (1, 1) is clinical size only.
         max_steps: override the recipe's trainer.max_steps (e.g. for a quick look).
         data_dir: where the synthetic data is (or goes); default OUT_DIR/data. Point two
             demos at one folder to compare methods on the same data.
@@ -162,7 +180,7 @@ def run_demo(
     out = Path(out_dir or ("demo_output" if modality == "oct" else "demo_output/signals"))
     data = Path(data_dir) if data_dir else out / "data"
     if not (data / "manifest.tsv").exists():
-        _generate(modality, data, num_participants or default_participants, scale)
+        _generate(modality, data, num_participants or default_participants, scale, lesion_scale)
     run_dir = out / "run"
     # every demo is a fresh run: an earlier one's checkpoints would be refused as mixing runs
     shutil.rmtree(run_dir, ignore_errors=True)
