@@ -218,17 +218,19 @@ def test_per_voxel_head_draws_structure_inside_a_token_the_upsampled_head_cannot
 
 
 def test_per_voxel_head_orders_voxels_as_the_encoder_patchifies() -> None:
-    """Channel c * prod(patch) + j of a token is voxel j (row-major) of its patch: the inverse
-    of the tokens' own patchify (fmtrain.losses.regression)."""
-    from fmtrain.eval.dense_head import _shuffle_to_voxels
-    from fmtrain.losses.regression import unpatchify
-
-    grid, patch = (2, 3, 4), (2, 2, 3)
-    logits = torch.randn(1, 2 * 12, *grid)
-    mapped = _shuffle_to_voxels(logits, 2, patch)
-    # unpatchify wants [B, N, prod(patch) * C] with channels last
-    tokens = logits.reshape(1, 2, 12, 24).permute(0, 3, 2, 1).reshape(1, 24, 24)
-    assert torch.equal(mapped, unpatchify(tokens, (4, 6, 12), patch))
+    """Channel j * classes + c of a token is class c at voxel j (row-major) of its own patch:
+    the layout of the tokens' own patchify (fmtrain.losses.regression)."""
+    grid, patch, classes = (2, 3, 4), (2, 2, 3), 2
+    size = tuple(g * p for g, p in zip(grid, patch, strict=True))
+    head = DenseProbeHead(torch.zeros(5), torch.ones(5), classes, grid, size, kind="per_voxel")
+    with torch.no_grad():  # zero weights: every token outputs its bias, the channel index
+        head.linear.bias.copy_(torch.arange(12 * classes, dtype=torch.float32))
+    out = head(torch.zeros(1, 5, *grid))[0]
+    for voxel in [(0, 0, 0), (1, 2, 5), (3, 5, 11), (2, 4, 7)]:
+        offset = [v % p for v, p in zip(voxel, patch, strict=True)]
+        j = (offset[0] * patch[1] + offset[1]) * patch[2] + offset[2]
+        for c in range(classes):
+            assert out[(c, *voxel)] == j * classes + c
 
 
 def test_per_voxel_head_refuses_a_grid_that_does_not_tile_the_voxels() -> None:

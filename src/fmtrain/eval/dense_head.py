@@ -27,6 +27,7 @@ from numpy.typing import ArrayLike
 from torch import nn
 
 from fmtrain.core.grid import TokenGrid
+from fmtrain.losses.regression import unpatchify
 
 __all__ = [
     "HEAD_KINDS",
@@ -164,7 +165,10 @@ class DenseProbeHead(nn.Module):
             )
         logits = self.linear((features - self.mean) / self.std)
         if self.patch:
-            return _shuffle_to_voxels(logits, self.num_classes, self.patch)
+            # each token's channels are its patch's voxels (row-major), classes last: the
+            # layout the tokens' own patchify has, so its inverse places them
+            tokens = logits.flatten(2).transpose(1, 2)  # [B, N, prod(patch) * classes]
+            return unpatchify(tokens, self.output_size, self.patch)
         for axis in range(len(self.grid_shape)):
             matrix = getattr(self, f"upsample{axis}")
             logits = (logits.movedim(axis + 2, -1) @ matrix).movedim(-1, axis + 2)
@@ -181,18 +185,6 @@ def _patch_of(grid_shape: tuple[int, ...], output_size: tuple[int, ...]) -> tupl
             "DenseProbeConfig(head='upsampled') for this encoder"
         )
     return tuple(o // g for g, o in zip(grid_shape, output_size, strict=True))
-
-
-def _shuffle_to_voxels(logits: torch.Tensor, classes: int, patch: tuple[int, ...]) -> torch.Tensor:
-    """[B, classes * prod(patch), *grid] -> [B, classes, *(grid * patch)]: each token's
-    channels become its own patch's voxels (channel order: class, then row-major in patch)."""
-    b, _, *grid = logits.shape
-    k = len(grid)
-    x = logits.reshape(b, classes, *patch, *grid)
-    # [B, C, p1..pk, g1..gk] -> [B, C, g1, p1, ..., gk, pk]
-    order = [0, 1, *[a for i in range(k) for a in (2 + k + i, 2 + i)]]
-    size = [g * p for g, p in zip(grid, patch, strict=True)]
-    return x.permute(order).reshape(b, classes, *size)
 
 
 def as_volume_batch(volumes: ArrayLike | torch.Tensor, grid: TokenGrid, name: str) -> torch.Tensor:
