@@ -45,7 +45,7 @@ def test_a_refused_value_or_key_is_reported_under_its_recipe_key(
 @pytest.mark.parametrize(
     ("old", "new", "key", "suggestion"),
     [
-        ("  max_steps: 600", "  max_step: 600", "trainer.max_step", "trainer.max_steps"),
+        ("  max_steps: 1200", "  max_step: 1200", "trainer.max_step", "trainer.max_steps"),
         ("checkpoint:", "chekpoint:", "chekpoint.every_n_train_steps",
          "checkpoint.every_n_train_steps"),
     ],

@@ -326,7 +326,7 @@ def test_generated_dataset_is_identical_for_any_worker_count(
     files_one = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
     files_two = sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
     assert files_one == files_two
-    assert len(files_one) == 6  # 4 volumes, manifest.tsv, labels.tsv
+    assert len(files_one) == 7  # 4 volumes, manifest.tsv, labels.tsv, lesions.tsv
     for relative in files_one:
         assert (one / relative).read_bytes() == (two / relative).read_bytes(), relative
 
