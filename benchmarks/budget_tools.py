@@ -5,7 +5,10 @@ A method's schedules (warmup, cosine, EMA ramp, weight decay) are laid out over
 `trainer.max_steps`, so cutting a run at a time limit would leave every schedule half done.
 Instead a short calibration fit of the same recipe, data and loader measures Lightning's
 steady-state step time here, and the real fit gets the steps that fill the budget, with
-`trainer.max_time` as a hard stop should the machine slow down.
+`trainer.max_time` as a hard stop should the machine slow down. The warmup, the one
+schedule given in steps rather than over the run, keeps the share of the run it has in the
+recipe (the V-JEPA ablation found that share decides whether the EMA target is worth
+evaluating).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from efficiency_tools import StepClock, count_flops
 
 from fmtrain.cli import run_cli
@@ -99,6 +103,7 @@ def fit_for_budget(fit_args: list[str], budget_s: float, root: Path) -> Budgeted
         f"--checkpoint.dirpath={calibration}/ckpt",
     ]
     built = run_cli(probe[1:], run=False)  # built without the subcommand, fitted below
+    warmup = built.config.get("model.init_args.optimizer.warmup_steps")
     built.trainer.callbacks.append(clock)
     built.trainer.fit(built.model, datamodule=built.datamodule)
     calibration_s = time.perf_counter() - start
@@ -106,10 +111,16 @@ def fit_for_budget(fit_args: list[str], budget_s: float, root: Path) -> Budgeted
     step_s = statistics.median(clock.intervals(skip=CALIBRATION_SKIP))
     planned = max(10, int(budget_s * (1 - OVERHEAD_SHARE) / step_s))
     notes = []
+    schedule = []
+    if warmup:
+        scaled = max(1, round(warmup * planned / recipe_max_steps(fit_args)))
+        schedule.append(f"--model.init_args.optimizer.warmup_steps={scaled}")
+        notes.append(f"warmup {warmup} -> {scaled} steps (the recipe's share of the run)")
     start = time.perf_counter()
     cli = run_cli(
         [
             *fit_args,
+            *schedule,
             f"--trainer.max_steps={planned}",
             f"--trainer.max_time={_max_time(budget_s)}",
             f"--trainer.val_check_interval={max(1, planned // 5)}",
@@ -137,6 +148,16 @@ def fit_for_budget(fit_args: list[str], budget_s: float, root: Path) -> Budgeted
         flops_counted=how,
         notes=notes,
     )
+
+
+def recipe_max_steps(fit_args: list[str]) -> int:
+    """trainer.max_steps as the command line would set it: the last override, else the
+    recipe's own value."""
+    overrides = [a for a in fit_args if a.startswith("--trainer.max_steps=")]
+    if overrides:
+        return int(overrides[-1].split("=", 1)[1])
+    recipe = Path(fit_args[fit_args.index("--config") + 1])
+    return int(yaml.safe_load(recipe.read_text())["trainer"]["max_steps"])
 
 
 def rank_curve(root: Path) -> list[tuple[int, float]]:

@@ -20,7 +20,9 @@ beside it. Then, on the same generated data:
 - **supervised bound**: the same encoder architecture trained end to end on the pathology
   labels (what the task allows at this size), beside every table.
 
-Writes quality.json and quality.md under --out.
+Writes quality.json, quality.md and rank_curves.png under --out. A method already in
+--out/quality.json with the same settings is kept, not rerun: a run cut short goes on
+where it stopped.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -131,7 +134,9 @@ def pathology_verdict(result: dict) -> dict[str, Any]:
     return rows
 
 
-def supervised(cli: Any, data: Path, epochs: int, n_boot: int) -> dict[str, Any]:
+def supervised(
+    cli: Any, data: Path, epochs: int, n_boot: int, max_seconds: float
+) -> dict[str, Any]:
     prepared = PreparedDataset(cli.datamodule.prepared)
     labels = {k: row["pathology"] for k, row in read_labels(data / "labels.tsv").items()}
     return supervised_upper_bound(
@@ -141,6 +146,7 @@ def supervised(cli: Any, data: Path, epochs: int, n_boot: int) -> dict[str, Any]
         labels,
         epochs=epochs,
         n_boot=n_boot,
+        max_seconds=max_seconds,
     )
 
 
@@ -167,6 +173,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--n_boot", type=int, default=1000)
     parser.add_argument("--probes", nargs="+", default=["linear", "attentive"])
     parser.add_argument("--supervised_epochs", type=int, default=30, help="0: no bound")
+    parser.add_argument(
+        "--supervised_min",
+        type=float,
+        default=20.0,
+        help="wall-time cap on each supervised bound (the CNN's epochs are slow on a CPU)",
+    )
     parser.add_argument("overrides", nargs="*", help="recipe overrides for every method")
     return parser.parse_args(argv)
 
@@ -189,21 +201,28 @@ def main(argv: list[str] | None = None) -> int:
             lesion_scale=tuple(args.lesion_scale),
         )
     source = [f"--data.init_args.source={data / 'manifest.tsv'}", SPLITS, *args.overrides]
-    summary: dict[str, Any] = {
-        "date": time.strftime("%Y-%m-%d"),
-        "device": device_name(),
-        "torch": torch.__version__,
+    settings = {
         "preset": args.preset,
         "budget_min": args.budget_min,
         "participants": args.participants,
         "lesion_scale": list(args.lesion_scale),
-        "methods": {},
-        "supervised": {},
+        "dense_eyes": [args.dense_train, args.dense_test],
+        "random_seeds": args.random_seeds,
+        "probes": list(args.probes),
+        "overrides": list(args.overrides),
     }
+    summary = earlier_summary(args.out / "quality.json", settings)
+    summary |= {"date": time.strftime("%Y-%m-%d"), "device": device_name()}
+    summary["torch"] = torch.__version__
     eyes: dict[str, Any] = {}
     for name in args.methods:
+        if name in summary["methods"]:
+            print(f"{name}: kept from {args.out / 'quality.json'}")
+            continue
         recipe = methods[name]
         root = args.out / name.replace("+", "_").lower()
+        if root.exists():  # a fit cut short before its scores were written: start it afresh
+            shutil.rmtree(root)
         fit = fit_for_budget(["fit", "--config", str(recipe), *source], args.budget_min * 60, root)
         cli = fit.cli
         grid = cli.model.grid
@@ -234,7 +253,9 @@ def main(argv: list[str] | None = None) -> int:
         dense = dense_tables(ckpt, eyes, args.random_seeds, args.n_boot)
         architecture = json.dumps(cli.model.encoder_config()["encoder"], sort_keys=True)
         if args.supervised_epochs and architecture not in summary["supervised"]:
-            bound = supervised(cli, data, args.supervised_epochs, args.n_boot)
+            bound = supervised(
+                cli, data, args.supervised_epochs, args.n_boot, args.supervised_min * 60
+            )
             summary["supervised"][architecture] = bound
         summary["methods"][name] = {
             "recipe": recipe.name,
@@ -255,11 +276,46 @@ def main(argv: list[str] | None = None) -> int:
             print(dense[head]["table"])
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "quality.json").write_text(json.dumps(summary, indent=1, default=str))
-    summary["wall_s"] = round(time.perf_counter() - started, 1)
+    summary["wall_s"] = round(summary.get("wall_s", 0) + time.perf_counter() - started, 1)
     (args.out / "quality.json").write_text(json.dumps(summary, indent=1, default=str))
     (args.out / "quality.md").write_text(markdown(summary))
+    plot_rank_curves(summary, args.out / "rank_curves.png")
     print(markdown(summary))
     return 0
+
+
+def earlier_summary(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """The summary an earlier run with the same settings left at `path` (its finished
+    methods are kept), else a fresh one."""
+    if path.exists():
+        earlier = json.loads(path.read_text())
+        if all(earlier.get(k) == v for k, v in settings.items()):
+            return earlier
+        print(f"{path}: written with other settings; starting afresh")
+    return {**settings, "methods": {}, "supervised": {}}
+
+
+def plot_rank_curves(summary: dict[str, Any], path: Path) -> None:
+    """Effective rank of the pooled training features over each method's fit."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    for name, m in summary["methods"].items():
+        if m["rank_curve"]:
+            steps, ranks = zip(*m["rank_curve"], strict=True)
+            axis.plot(steps, ranks, label=f"{name} ({m['steps']} steps)")
+    axis.set_xlabel("training step")
+    axis.set_ylabel("effective rank of pooled features")
+    axis.set_title(
+        f"{summary['budget_min']:g} min of fit per method, {summary['device']}", fontsize=9
+    )
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -284,7 +340,8 @@ def markdown(summary: dict[str, Any]) -> str:
         b = bound["balanced_accuracy"]
         lines.append(
             f"- {architecture}: {b['value']:.3f} [{b['low']:.3f}, {b['high']:.3f}] "
-            f"({bound['epochs_run']} epochs, {bound['seconds']} s)"
+            f"({bound['epochs_run']} epochs, stopped by {bound.get('stopped_by', 'epochs')}, "
+            f"{bound['seconds']} s)"
         )
     lines += ["", "Lesion sizes (largest lesion per volume, p5/p50/p95):", ""]
     for pathology, entry in summary.get("lesion_sizes", {}).items():

@@ -68,3 +68,18 @@ def test_test_classes_never_seen_in_training_are_refused():
     labels |= {s["key"]: "fluid" for s in test.samples}
     with pytest.raises(ValueError, match="unseen in training"):
         supervised_upper_bound(_encoder(), train, test, labels, epochs=1, device="cpu")
+
+
+def test_a_time_cap_ends_training_after_the_epoch_that_crosses_it():
+    train, test = _splits()
+    labels = {s["key"]: c for v in (train, test) for s, c in zip(
+        v.samples, ["lesion", "normal"] * len(v), strict=False)}  # fmt: skip
+    capped = supervised_upper_bound(
+        _encoder(), train, test, labels, epochs=15, patience=15, n_boot=50, device="cpu",
+        max_seconds=0.0,
+    )  # fmt: skip
+    assert capped["epochs_run"] == 1 and capped["stopped_by"] == "time"
+    full = supervised_upper_bound(
+        _encoder(), train, test, labels, epochs=3, patience=15, n_boot=50, device="cpu"
+    )
+    assert full["epochs_run"] == 3 and full["stopped_by"] == "epochs"

@@ -73,6 +73,7 @@ def supervised_upper_bound(
     seed: int = 0,
     n_boot: int = 1000,
     device: str | torch.device | None = "auto",
+    max_seconds: float | None = None,
 ) -> dict[str, Any]:
     """Train `encoder` (freshly initialised by the caller) plus a linear head on `labels`.
 
@@ -90,10 +91,13 @@ def supervised_upper_bound(
         seed: initialisation of the head, the held-out split and the batch order.
         n_boot: participant bootstrap resamples for the interval.
         device: where to train ("auto": the GPU when there is one, bf16 autocast).
+        max_seconds: wall-time cap on training; the epoch that crosses it is the last
+            (a full-resolution CNN on a CPU can take hours for 30 epochs).
 
     Returns:
         {"balanced_accuracy": {"value", "low", "high", ...}, "classes", "epochs_run",
-        "best_epoch", "n_train", "n_test", "seconds", "device"}.
+        "best_epoch", "stopped_by" ("epochs", "patience" or "time"), "n_train", "n_test",
+        "seconds", "device"}.
     """
     start = time.perf_counter()
     target = resolve_device(device)
@@ -121,6 +125,7 @@ def supervised_upper_bound(
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     order_rng = np.random.default_rng(seed)
     best, best_loss, best_epoch, epoch = copy.deepcopy(model.state_dict()), math.inf, 0, 0
+    stopped_by = "epochs"
     for epoch in tqdm(range(1, epochs + 1), desc=f"supervised ({target.type})", leave=False):
         model.train()
         order = fit_idx[order_rng.permutation(len(fit_idx))]  # positions in train_rows
@@ -135,12 +140,16 @@ def supervised_upper_bound(
             optimizer.step()
         if len(val_idx) == 0:
             best, best_epoch = copy.deepcopy(model.state_dict()), epoch
-            continue
-        proba = _predict(model, train_volumes, train_rows[val_idx], batch_size, target)
-        val_loss = float(-np.log(proba[np.arange(len(val_idx)), codes[val_idx]] + 1e-12).mean())
-        if val_loss < best_loss:
-            best, best_loss, best_epoch = copy.deepcopy(model.state_dict()), val_loss, epoch
-        elif epoch - best_epoch >= patience:
+        else:
+            proba = _predict(model, train_volumes, train_rows[val_idx], batch_size, target)
+            val_loss = float(-np.log(proba[np.arange(len(val_idx)), codes[val_idx]] + 1e-12).mean())
+            if val_loss < best_loss:
+                best, best_loss, best_epoch = copy.deepcopy(model.state_dict()), val_loss, epoch
+            elif epoch - best_epoch >= patience:
+                stopped_by = "patience"
+                break
+        if max_seconds is not None and time.perf_counter() - start > max_seconds:
+            stopped_by = "time" if epoch < epochs else "epochs"
             break
     model.load_state_dict(best)
     proba = _predict(model, test_volumes, test_rows, batch_size, target)
@@ -154,6 +163,7 @@ def supervised_upper_bound(
         "classes": [str(c) for c in classes],
         "epochs_run": epoch,
         "best_epoch": best_epoch,
+        "stopped_by": stopped_by,
         "n_train": len(train_rows),
         "n_test": len(test_rows),
         "seconds": seconds,
