@@ -110,7 +110,7 @@ def _process(task: _Task) -> dict:
                 item.key,
                 f"{stats['non_finite']} window values are NaN/Inf once stored as float16",
             )
-        group = open_windows_group(task.out, task.storage_options, "a")
+        group = open_windows_group(task.out, task.storage_options, "r+")
         array = group.create_array(
             array_name(task.split, task.index),
             shape=kept.shape,
@@ -238,6 +238,9 @@ def prepare_signals(
     ]
     if done:
         log.info("resuming %s: %d recordings done, %d to go", out, len(done), len(tasks))
+    # Created here, once: workers that each create it on first use race, and the loser
+    # of the race gets zarr's ContainsGroupError for a recording that was fine.
+    open_windows_group(out, storage_options, "a")
     records = list(done.values()) + run_tasks(
         _process, tasks, workers, progress=progress, desc="preparing signals", unit="rec"
     )
