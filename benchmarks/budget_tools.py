@@ -28,7 +28,14 @@ from efficiency_tools import StepClock, count_flops
 
 from fmtrain.cli import run_cli
 
-__all__ = ["BudgetedFit", "fit_for_budget", "lesion_sizes", "rank_curve"]
+__all__ = [
+    "VAL_RANK",
+    "BudgetedFit",
+    "collapse_warnings",
+    "fit_for_budget",
+    "lesion_sizes",
+    "rank_curve",
+]
 
 # Calibration: steps run, and the first ones left out (loader start, first allocations).
 # The mean step, not the median: the monitors' every-20-steps work is part of the cost.
@@ -162,29 +169,34 @@ def recipe_max_steps(fit_args: list[str]) -> int:
     return int(yaml.safe_load(recipe.read_text())["trainer"]["max_steps"])
 
 
-def rank_curve(root: Path) -> list[tuple[int, float]]:
-    """(step, effective rank of the training batch's pooled target features) logged by the
-    collapse monitor in root/csv/metrics.csv."""
+TRAIN_RANK = "collapse/train_batch_effective_rank"
+VAL_RANK = "val/effective_rank"
+
+
+def _metric_rows(root: Path) -> list[dict[str, str]]:
     path = root / "csv" / "metrics.csv"
     if not path.exists():
         return []
     with path.open() as handle:
-        return [
-            (int(row["step"]), round(float(row["collapse/train_batch_effective_rank"]), 3))
-            for row in csv.DictReader(handle)
-            if row.get("collapse/train_batch_effective_rank")
-        ]
+        return list(csv.DictReader(handle))
 
 
-def collapse_warnings(root: Path) -> int:
-    """Steps at which the collapse monitor raised its warning flag."""
-    path = root / "csv" / "metrics.csv"
-    if not path.exists():
-        return 0
-    with path.open() as handle:
-        return sum(
-            1 for row in csv.DictReader(handle) if float(row.get("collapse/warning") or 0) > 0
-        )
+def rank_curve(root: Path, metric: str = TRAIN_RANK) -> list[tuple[int, float]]:
+    """(step, effective rank) logged under `metric` in root/csv/metrics.csv: by default the
+    collapse monitor's (a training batch's pooled target features: methods with a target
+    encoder), `VAL_RANK` for the validation features any method logs."""
+    return [
+        (int(row["step"]), round(float(row[metric]), 3))
+        for row in _metric_rows(root)
+        if row.get(metric)
+    ]
+
+
+def collapse_warnings(root: Path) -> int | None:
+    """Steps at which the collapse monitor raised its warning flag; None when it never ran
+    (methods without collapse inputs, such as MAE: nothing was monitored, so 0 would lie)."""
+    flags = [row["collapse/warning"] for row in _metric_rows(root) if row.get("collapse/warning")]
+    return sum(1 for flag in flags if float(flag) > 0) if flags else None
 
 
 def lesion_sizes(data: Path, token_mm: tuple[float, ...]) -> dict[str, dict[str, Any]]:

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from budget_tools import collapse_warnings, fit_for_budget, lesion_sizes, rank_curve
+from budget_tools import VAL_RANK, collapse_warnings, fit_for_budget, lesion_sizes, rank_curve
 
 from fmtrain.cli.evaluate import probe as run_probe
 from fmtrain.data.synthetic.generate import generate_oct_dataset
@@ -268,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             "dense": {h: d["comparison"] for h, d in dense.items()},
             "dense_tables": {h: d["table"] for h, d in dense.items()},
             "rank_curve": rank_curve(root),
+            "val_rank_curve": rank_curve(root, VAL_RANK),
             "collapse_warning_steps": collapse_warnings(root),
         }
         print(f"\n## {name}: {fit.steps} steps in {fit.fit_s:.0f} s, {fit.total_flops:.3g} FLOPs")
@@ -296,26 +297,39 @@ def earlier_summary(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def plot_rank_curves(summary: dict[str, Any], path: Path) -> None:
-    """Effective rank of the pooled training features over each method's fit."""
+    """Effective rank over each method's fit: of the validation features (every method) and
+    of a training batch's target features (the collapse monitor; methods with a target)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(6, 3.5))
+    figure, (val_axis, train_axis) = plt.subplots(1, 2, figsize=(10, 3.6))
     for name, m in summary["methods"].items():
-        if m["rank_curve"]:
+        label = f"{name} ({m['steps']} steps)"
+        if m.get("val_rank_curve"):
+            steps, ranks = zip(*m["val_rank_curve"], strict=True)
+            val_axis.plot(steps, ranks, marker="o", label=label)
+        if m.get("rank_curve"):
             steps, ranks = zip(*m["rank_curve"], strict=True)
-            axis.plot(steps, ranks, label=f"{name} ({m['steps']} steps)")
-    axis.set_xlabel("training step")
-    axis.set_ylabel("effective rank of pooled features")
-    axis.set_title(
+            train_axis.plot(steps, ranks, label=label)
+    val_axis.set_title("validation features (eval mode)", fontsize=9)
+    train_axis.set_title("one training batch, target features (collapse monitor)", fontsize=9)
+    for axis in (val_axis, train_axis):
+        axis.set_xlabel("training step")
+        axis.set_ylabel("effective rank, pooled features")
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=8)
+    figure.suptitle(
         f"{summary['budget_min']:g} min of fit per method, {summary['device']}", fontsize=9
     )
-    axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def _warnings(count: int | None) -> str:
+    return "not monitored (no target encoder)" if count is None else str(count)
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -333,7 +347,7 @@ def markdown(summary: dict[str, Any]) -> str:
     for name, m in summary["methods"].items():
         lines.append(
             f"| {name} | {m['steps']} | {m['fit_s']} | {m['total_flops']:.3g} "
-            f"| {m['collapse_warning_steps']} |"
+            f"| {_warnings(m['collapse_warning_steps'])} |"
         )
     lines += ["", "Supervised bound (same architecture trained on the labels):", ""]
     for architecture, bound in summary["supervised"].items():
