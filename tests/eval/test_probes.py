@@ -11,7 +11,7 @@ import torch
 from sklearn import metrics as skm
 from threadpoolctl import threadpool_limits
 
-from fmtrain.eval.attentive import AttentiveProbe, fit_attentive_probe
+from fmtrain.eval.attentive import AttentiveProbe, channel_stats, fit_attentive_probe
 from fmtrain.eval.bootstrap import (
     bootstrap_ci,
     bootstrap_distribution,
@@ -200,6 +200,44 @@ def test_attentive_probe_finds_the_one_informative_token():
     ba_attentive = balanced_accuracy(test["label"], attentive)
     assert ba_attentive >= 0.8
     assert ba_attentive >= ba_pooled + 0.25, (ba_attentive, ba_pooled)
+
+
+def test_attentive_probe_sees_through_an_offset_every_token_shares():
+    # The needle task again, with a per-channel offset 100x the signal shared by every
+    # token, as a CNN's ReLU stages leave: per-token LayerNorm then maps every token to
+    # nearly the same direction; standardising each channel with the train rows' statistics
+    # (as the linear probe's scaler does) gives the probe its signal back.
+    rng = np.random.default_rng(5)
+    centers = _unit_centers(rng, 3, 3.0)
+    pos_emb = rng.normal(size=(16, D))
+    offset = rng.uniform(200, 400, size=D)
+    train, test = _needle(rng, centers, pos_emb, 150), _needle(rng, centers, pos_emb, 60)
+    shifted = [0.02 * t["tokens"] + offset for t in (train, test)]
+    scores = {}
+    for name, (fit_x, test_x) in {
+        "plain": (train["tokens"], test["tokens"]),
+        "shifted": shifted,
+    }.items():
+        probs = fit_attentive_probe(
+            fit_x, train["label"], test_x, "classification", train_groups=train["groups"]
+        ).predictions
+        scores[name] = balanced_accuracy(test["label"], probs)
+    # without the standardisation the shifted tokens scored chance (0.333) on this draw
+    assert scores["plain"] >= 0.6, scores
+    assert scores["shifted"] >= scores["plain"] - 0.02, scores
+
+
+def test_channel_stats_are_those_of_the_chosen_rows_and_spare_constant_channels():
+    rng = np.random.default_rng(1)
+    tokens = torch.as_tensor(rng.normal(3.0, 2.0, size=(40, 5, 4)), dtype=torch.float32)
+    tokens[:, :, 2] = 7.0  # a channel that never varies
+    rows = np.arange(0, 40, 3)
+    mean, std = channel_stats(tokens, rows, chunk=4)  # chunks smaller than the rows
+    chosen = tokens[rows].flatten(0, 1).double()
+    np.testing.assert_allclose(mean, chosen.mean(0), rtol=1e-5)
+    expected = chosen.std(0, unbiased=False).numpy()
+    expected[2] = 1.0
+    np.testing.assert_allclose(std, expected, rtol=1e-4)
 
 
 def test_knn_clips_k_and_uses_cosine_similarity():
