@@ -314,7 +314,10 @@ def plot_rank_curves(summary: dict[str, Any], path: Path) -> None:
             steps, ranks = zip(*m["rank_curve"], strict=True)
             train_axis.plot(steps, ranks, label=label)
     val_axis.set_title("validation features (eval mode)", fontsize=9)
-    train_axis.set_title("one training batch, target features (collapse monitor)", fontsize=9)
+    train_axis.set_title(
+        "one training batch (collapse monitor: V-JEPA's target tokens, others' visible ones)",
+        fontsize=8,
+    )
     for axis in (val_axis, train_axis):
         axis.set_xlabel("training step")
         axis.set_ylabel("effective rank, pooled features")
@@ -328,8 +331,20 @@ def plot_rank_curves(summary: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
+def _unfinished(bound: dict[str, Any]) -> str:
+    """A warning for a bound cut short by --supervised_min: the encoder was still learning,
+    so its score says what the task allows no better than a random-init probe does."""
+    if bound.get("stopped_by") != "time":
+        return ""
+    return (
+        " **cut short by --supervised_min while still learning: not a bound; raise"
+        " --supervised_min**"
+    )
+
+
 def _warnings(count: int | None) -> str:
-    return "not monitored (no target encoder)" if count is None else str(count)
+    # None: a run from before every method was monitored (MAE, MiM+SparK before 2026-12-05)
+    return "not monitored" if count is None else str(count)
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -355,7 +370,7 @@ def markdown(summary: dict[str, Any]) -> str:
         lines.append(
             f"- {architecture}: {b['value']:.3f} [{b['low']:.3f}, {b['high']:.3f}] "
             f"({bound['epochs_run']} epochs, stopped by {bound.get('stopped_by', 'epochs')}, "
-            f"{bound['seconds']} s)"
+            f"{bound['seconds']} s)" + _unfinished(bound)
         )
     lines += ["", "Lesion sizes (largest lesion per volume, p5/p50/p95):", ""]
     for pathology, entry in summary.get("lesion_sizes", {}).items():

@@ -9,7 +9,7 @@ import torch
 from fmtrain.cli import run_cli
 from fmtrain.eval.monitors import collapse_monitors, normalized_feature_std, prediction_cosine
 from fmtrain.eval.rank import effective_rank
-from tests.conftest import TINY_RECIPE
+from tests.conftest import TINY_MAE_RECIPE, TINY_RECIPE
 
 
 def test_rank_one_features_are_flagged_and_isotropic_ones_are_not():
@@ -43,15 +43,21 @@ def test_prediction_cosine_known_values():
 
 
 @pytest.mark.slow
-def test_training_logs_the_collapse_monitors(oct_dataset, tmp_path):
+@pytest.mark.parametrize(
+    "recipe, paired", [(TINY_RECIPE, True), (TINY_MAE_RECIPE, False)], ids=["vjepa", "mae"]
+)
+def test_training_logs_the_collapse_monitors(oct_dataset, tmp_path, recipe, paired):
+    # V-JEPA gives features plus its prediction/target pair; MAE has no target encoder and
+    # is watched on its encoder tokens alone (rank and spread, no cosine).
     run_cli(
         [
             "fit",
             "--config",
-            str(TINY_RECIPE),
+            str(recipe),
             f"--data.init_args.source={oct_dataset}/manifest.tsv",
             "--trainer.max_steps=3",
             "--trainer.limit_val_batches=0",
+            "--monitors.every_n_steps=2",
             f"--trainer.default_root_dir={tmp_path}",
             f"--checkpoint.dirpath={tmp_path}/ckpt",
             f"--trainer.logger.init_args.save_dir={tmp_path}",
@@ -59,11 +65,15 @@ def test_training_logs_the_collapse_monitors(oct_dataset, tmp_path):
     )
     with (tmp_path / "csv" / "metrics.csv").open() as f:
         rows = [r for r in csv.DictReader(f) if r.get("collapse/normalized_feature_std")]
-    assert [int(r["step"]) for r in rows] == [0, 2]  # every monitor_every_n_steps=2
+    assert [int(r["step"]) for r in rows] == [0, 2]  # every monitors.every_n_steps=2
     for r in rows:
         assert 0 < float(r["collapse/normalized_feature_std"]) < 1
-        assert -1 <= float(r["collapse/prediction_target_cosine"]) <= 1
         assert float(r["collapse/train_batch_effective_rank"]) >= 1
+        assert float(r["collapse/warning"]) == 0
+        if paired:
+            assert -1 <= float(r["collapse/prediction_target_cosine"]) <= 1
+        else:
+            assert not r.get("collapse/prediction_target_cosine")
 
 
 def test_non_finite_features_have_no_rank_instead_of_crashing_the_run():

@@ -7,7 +7,8 @@ whose forward reads like the paper), and implements a few hooks:
 - `evaluation_encoder()`: the encoder that probes, `embed` and `export` use;
 - `after_optimizer_step(values, applied)` (optional): e.g. the EMA update of a JEPA target
   encoder, gated on the device by whether the step was applied;
-- `collapse_inputs(output)` (optional): features for the collapse monitors;
+- `collapse_inputs(output)` (optional): what the collapse monitors watch (default: the
+  step's encoder tokens; a JEPA adds its prediction/target pair);
 - `reconstruction(batch)` (optional): input and reconstruction, for report pictures;
 - `recipe_links()` (optional classmethod): what the recipe copies between data and model.
 
@@ -159,8 +160,15 @@ class PretrainMethod(pl.LightningModule):
 
     def collapse_inputs(self, output: MethodOutput) -> tuple | None:
         """(features [B, N, D], predictions [M, D], targets [M, D]) for the collapse
-        monitors, or None when they do not apply to this method."""
-        return None
+        monitors, or None when they do not apply to this method.
+
+        By default the step's encoder tokens alone (no prediction/target pair): the rank
+        and spread monitors then watch every method that returns `features`, not only
+        those with a target encoder. Methods with a target override this."""
+        features = output.features
+        if features is None or features.ndim != 3:
+            return None
+        return features, None, None
 
     #: axis of the channels in `batch.inputs` (2 for clips of frames [B, T, C, H, W])
     channel_axis: int = 1
