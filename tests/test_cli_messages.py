@@ -5,6 +5,7 @@ import logging
 import pytest
 
 from fmtrain.cli.messages import show_progress_messages as _show_progress_messages
+from tests.conftest import TINY_RECIPE
 
 
 @pytest.fixture
@@ -55,3 +56,18 @@ def test_lightning_advertisements_are_dropped_and_its_real_notices_kept(caplog):
     assert [r.getMessage() for r in caplog.records] == [
         "`Trainer.fit` stopped: `max_steps=3` reached."
     ]
+
+
+def test_a_recipe_built_from_python_with_args_does_not_warn_about_sys_argv(monkeypatch):
+    # a benchmark script has arguments of its own in sys.argv; the args it passes are the
+    # command, and Lightning's reminder that sys.argv is then ignored is noise to it
+    import warnings
+
+    from fmtrain.recipe import build_recipe
+
+    monkeypatch.setattr("sys.argv", ["quality_oct.py", "--budget_min", "30"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cli = build_recipe(["--config", str(TINY_RECIPE), "--trainer.logger=false"], run=False)
+    assert cli.model is not None
+    assert not [w for w in caught if "args parameter" in str(w.message)]

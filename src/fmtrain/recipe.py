@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+import warnings
 from collections.abc import Sequence
 from importlib import import_module
 from typing import Any, ClassVar
@@ -307,4 +308,10 @@ def build_recipe(
         "run": run,
         "save_config_kwargs": {"overwrite": True},
     }
-    return cli_class(**(options | kwargs))
+    if args is None:
+        return cli_class(**(options | kwargs))
+    # args given here are the command; Lightning's reminder that it then ignores sys.argv
+    # (a calling script's own arguments: a benchmark's, pytest's) says nothing to the caller
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "LightningCLI's args parameter", UserWarning)
+        return cli_class(**(options | kwargs))

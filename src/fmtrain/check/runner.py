@@ -14,7 +14,6 @@ import sys
 import tempfile
 import time
 import traceback
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -380,8 +379,6 @@ def main(argv: list[str]) -> int:
         i = rest.index("--out")
         out = rest[i + 1]
         del rest[i : i + 2]
-    # the CLI is driven from Python here on purpose; Lightning's reminder about it is noise
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     report = run_check(recipe, rest, out, synthetic=synthetic)
     print(report.render())
     return 1 if report.errors else 0

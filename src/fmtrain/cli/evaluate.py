@@ -7,7 +7,6 @@ the method, and the method says which encoder is evaluated (`evaluation_encoder(
 from __future__ import annotations
 
 import logging
-import warnings
 
 import torch
 from jsonargparse import CLI
@@ -26,9 +25,8 @@ def load_pretrained(recipe: str, ckpt: str | None, overrides: list[str]):
     """Build the recipe's method and datamodule (no training) and load `ckpt` into it."""
     args = ["--config", recipe, *overrides, "--trainer.logger=false"]
     # the recipe is built only to hold the weights: Lightning's trainer set-up lines
-    # (accelerators, tips) and its warning about explicit args are noise here
-    with quiet_lightning(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "LightningCLI's args parameter", UserWarning)
+    # (accelerators, tips) are noise here
+    with quiet_lightning():
         cli = build_recipe(args, run=False)
     if ckpt:
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
