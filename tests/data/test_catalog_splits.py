@@ -32,6 +32,7 @@ def _manifest_line(participant: str, device: str, path: str, spacing: str = "0.0
 
 
 def test_manifest_rows_become_items_and_bad_rows_are_counted(tmp_path):
+    # a metadata value that does not parse is a hint lost, not a file lost: the row is kept
     lines = [
         "\t".join(MANIFEST_COLUMNS),
         _manifest_line("1001", "Spectralis", "a/1.dcm"),
@@ -42,14 +43,15 @@ def test_manifest_rows_become_items_and_bad_rows_are_counted(tmp_path):
     ]
     (tmp_path / "manifest.tsv").write_text("\n".join(lines) + "\n")
     catalog = read_catalog(str(tmp_path / "manifest.tsv"))
-    assert [i.key for i in catalog.items] == ["a/1.dcm", "s3://bucket/4.dcm"]
+    assert [i.key for i in catalog.items] == ["a/1.dcm", "b/2.dcm", "s3://bucket/4.dcm"]
     assert catalog.items[0].paths == (f"{tmp_path}/a/1.dcm",)
-    assert catalog.items[1].paths == ("s3://bucket/4.dcm",)  # URLs are kept as they are
+    assert catalog.items[2].paths == ("s3://bucket/4.dcm",)  # URLs are kept as they are
     assert catalog.items[0].device == "Spectralis"
     assert catalog.items[0].attributes["laterality"] == "R"
-    assert [s["reason"] for s in catalog.skipped] == ["bad_manifest_row"] * 3
+    assert [s["reason"] for s in catalog.skipped] == ["bad_manifest_row"] * 2
     details = " | ".join(s["detail"] for s in catalog.skipped)
-    assert "pixel_spacing" in details and "empty participant_id" in details
+    assert "empty participant_id" in details
+    assert catalog.unread_hints == {"pixel_spacing": 1}
 
 
 def test_csv_file_list_and_plain_list(tmp_path):

@@ -254,14 +254,19 @@ def test_manifest_missing_column_is_named(tmp_path: Path) -> None:
     assert str(path) in str(error.value)
 
 
-def test_manifest_bad_value_names_line_and_column(tmp_path: Path) -> None:
+def test_manifest_bad_value_is_warned_with_line_and_column_and_the_row_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "manifest.tsv"
     write_manifest([_row(), _row(participant_id="1002")], path)
-    text = path.read_text().replace("0.0039,0.0113", "0.0039;0.0113", 2)
-    text = text.replace("0.0039;0.0113", "0.0039,0.0113", 1)  # only the second data row is bad
+    text = path.read_text().replace("0.0039,0.0113", "0.0039;x", 2)
+    text = text.replace("0.0039;x", "0.0039,0.0113", 1)  # only the second data row is bad
     path.write_text(text)
-    with pytest.raises(ValueError, match=r"line 3, column pixel_spacing"):
-        read_manifest(path)
+    with caplog.at_level("WARNING", logger="fmtrain.data"):
+        rows = read_manifest(path)
+    assert [r.participant_id for r in rows] == ["1001", "1002"]
+    assert rows[0].pixel_spacing == (0.0039, 0.0113) and rows[1].pixel_spacing is None
+    assert "column pixel_spacing: 1 value(s) not read (first: line 3" in caplog.text
 
 
 @pytest.fixture(scope="module")

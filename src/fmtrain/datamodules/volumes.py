@@ -31,6 +31,9 @@ class VolumeDataModule(PreparedDataModule):
 
     Args:
         source: raw data: AI-READI manifest.tsv, CSV/TSV file list, or folder; path or URL.
+        root: the dataset root that the list's relative paths start from, and a manifest's
+            paths that begin with "/" (AI-READI's ``/retinal_oct/...``); default: the
+            folder of `source`.
         prepared: prepared dataset location (path or URL).
         storage_options: fsspec options for URLs (credentials, S3 endpoint, ...).
         devices: keep only these device models (case-insensitive, e.g. ["Spectralis"]).
@@ -63,6 +66,7 @@ class VolumeDataModule(PreparedDataModule):
         self,
         *,
         source: str | None = None,
+        root: str | None = None,
         prepared: str | None = None,
         storage_options: dict | None = None,
         devices: list[str] | None = None,
@@ -100,6 +104,7 @@ class VolumeDataModule(PreparedDataModule):
                 "prepare, or a dataset made by `fmtrain prepare`"
             )
         self.source = source
+        self.root = root
         self.storage_options = storage_options
         self.filters = {
             "devices": devices,
@@ -126,6 +131,8 @@ class VolumeDataModule(PreparedDataModule):
             "seed": self.seed,
             **self.filters,
             "allow_missing_spacing": self.allow_missing_spacing,
+            # only when given, so the default prepared location of earlier recipes holds
+            **({"root": self.root} if self.root is not None else {}),
         }
 
     def prepare_from_source(self) -> None:

@@ -16,8 +16,13 @@ A *source* is one of:
   (segmentations, RT objects, reports: `fmtrain.data.volumes.dicom_objects`) are skipped
   and reported (reason ``not_an_image``). See `fmtrain.data.volumes.dicom_folder`.
 
-Relative paths are resolved against the list's folder. A row that is empty or does not parse
-is skipped and reported (reason ``bad_manifest_row``), never fatal on its own.
+Relative paths are resolved against the list's folder, or against `root` when given. A
+manifest's ``filepath`` that begins with ``/`` is relative to the dataset's root too, as
+AI-READI writes them (``/retinal_oct/structural_oct/...``), unless it names a local file that
+exists. A manifest row is skipped and reported (reason ``bad_manifest_row``) only when it
+lacks ``participant_id`` or ``filepath`` or has the wrong number of fields; its metadata
+columns are hints (`fmtrain.data.volumes.manifest`): a value that does not parse is counted
+and warned once per column, and the row is kept.
 """
 
 from __future__ import annotations
@@ -25,17 +30,18 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 import posixpath
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fmtrain.core.storage import filesystem, is_remote, join, read_bytes
 from fmtrain.data.items import CatalogItem
 from fmtrain.data.volumes.dicom_folder import DicomEntry, scan_dicom_folder
 from fmtrain.data.volumes.errors import VolumeReadError
-from fmtrain.data.volumes.manifest import FIELD_PARSERS, MANIFEST_COLUMNS
+from fmtrain.data.volumes.manifest import HINT_PARSERS, MANIFEST_COLUMNS, HintProblems
 
 log = logging.getLogger("fmtrain.data")
 
@@ -51,6 +57,8 @@ class Catalog:
     source: str
     items: list[CatalogItem]
     skipped: list[dict[str, str]]
+    # manifest metadata values that did not parse, per column (the rows were kept)
+    unread_hints: dict[str, int] = field(default_factory=dict)
 
     def filter(
         self,
@@ -77,16 +85,22 @@ class Catalog:
                     f"no items left in {self.source} for {name} in {list(values)}; "
                     f"the source lists {present}"
                 )
-        return Catalog(self.source, items, self.skipped)
+        return Catalog(self.source, items, self.skipped, self.unread_hints)
 
 
 def _value(item: CatalogItem, name: str) -> str:
     return item.device if name == "device" else item.attributes.get(name, "")
 
 
-def _resolve(base: str, path: str) -> str:
-    if "://" in path or posixpath.isabs(path):
+def _resolve(base: str, path: str, *, rooted: bool = False) -> str:
+    """`path` as read from a list in `base`. With `rooted`, a path that begins with "/" is
+    relative to `base` (a dataset root) unless it names a local file that exists."""
+    if "://" in path:
         return path
+    if posixpath.isabs(path):
+        if not rooted or os.path.exists(path):
+            return path
+        return join(base, path.lstrip("/"))
     return join(base, path)
 
 
@@ -94,14 +108,19 @@ def _folder(source: str) -> str:
     return source.rstrip("/").rsplit("/", 1)[0] if "/" in source else "."
 
 
-def _from_manifest(source: str, rows: list[list[str]], header: list[str]) -> Catalog:
-    base, items, skipped = _folder(source), [], []
+def _from_manifest(
+    source: str, rows: list[list[str]], header: list[str], root: str | None
+) -> Catalog:
+    base, items, skipped = root or _folder(source), [], []
     position = {name: header.index(name) for name in MANIFEST_COLUMNS}
+    hints = HintProblems(source)
     for line, fields in rows:
         problem = _manifest_row_problem(fields, header, position)
         if problem:
             skipped.append(_skip(f"{source}:{line}", problem))
             continue
+        for name in HINT_PARSERS:  # counted and warned below; never a reason to skip
+            hints.parse(name, fields[position[name]], line)
         value = {name: fields[position[name]] for name in MANIFEST_COLUMNS}
         extra = {h: fields[i] for i, h in enumerate(header) if h not in position}
         attributes = {
@@ -112,13 +131,14 @@ def _from_manifest(source: str, rows: list[list[str]], header: list[str]) -> Cat
         items.append(
             CatalogItem(
                 key=value["filepath"],
-                paths=(_resolve(base, value["filepath"]),),
+                paths=(_resolve(base, value["filepath"], rooted=True),),
                 participant_id=value["participant_id"],
                 device=value["manufacturers_model_name"] or "unknown",
                 attributes={**attributes, **extra},
             )
         )
-    return Catalog(source, items, skipped)
+    hints.warn()
+    return Catalog(source, items, skipped, dict(hints.counts))
 
 
 def _manifest_row_problem(fields: list[str], header: list[str], position: dict) -> str:
@@ -127,16 +147,13 @@ def _manifest_row_problem(fields: list[str], header: list[str], position: dict) 
     for name in ("participant_id", "filepath"):
         if not fields[position[name]].strip():
             return f"empty {name}"
-    for name, parser in FIELD_PARSERS.items():
-        try:
-            parser(fields[position[name]])
-        except ValueError as err:
-            return f"column {name}: bad value {fields[position[name]]!r} ({err})"
     return ""
 
 
-def _from_file_list(source: str, rows: list[list[str]], header: list[str]) -> Catalog:
-    base, items, skipped = _folder(source), [], []
+def _from_file_list(
+    source: str, rows: list[list[str]], header: list[str], root: str | None
+) -> Catalog:
+    base, items, skipped = root or _folder(source), [], []
     path_col = "path" if "path" in header else "filepath"
     for line, fields in rows:
         if len(fields) != len(header):
@@ -151,7 +168,7 @@ def _from_file_list(source: str, rows: list[list[str]], header: list[str]) -> Ca
         items.append(
             CatalogItem(
                 key=path,
-                paths=(_resolve(base, path),),
+                paths=(_resolve(base, path, rooted=root is not None),),
                 participant_id=row.pop("participant_id", "") or path,
                 device=device or "unknown",
                 attributes={k: v for k, v in row.items() if v},
@@ -213,8 +230,16 @@ def _parse_table(text: str, source: str) -> tuple[list[str], list[list]]:
     return header, rows
 
 
-def read_catalog(source: str, storage_options: dict[str, Any] | None = None) -> Catalog:
+def read_catalog(
+    source: str, storage_options: dict[str, Any] | None = None, root: str | None = None
+) -> Catalog:
     """List the volumes of a manifest, file list or folder (local path or URL).
+
+    Args:
+        source: the manifest, file list or folder.
+        storage_options: fsspec options for URLs.
+        root: the dataset root that relative paths of a list (and a manifest's paths that
+            begin with "/") start from; default: the list's folder.
 
     Raises:
         VolumeReadError: (``missing_file``) when `source` does not exist.
@@ -237,12 +262,12 @@ def read_catalog(source: str, storage_options: dict[str, Any] | None = None) -> 
     text = read_bytes(source, storage_options).decode("utf-8-sig")
     header, rows = _parse_table(text, source)
     if all(c in header for c in MANIFEST_COLUMNS):
-        catalog = _from_manifest(source, rows, header)
+        catalog = _from_manifest(source, rows, header, root)
     elif "path" in header or "filepath" in header:
-        catalog = _from_file_list(source, rows, header)
+        catalog = _from_file_list(source, rows, header, root)
     else:  # one path per line, no header
         lines = [(n, [line.strip()]) for n, line in enumerate(text.splitlines(), 1)]
-        catalog = _from_file_list(source, [(n, f) for n, f in lines if f[0]], ["path"])
+        catalog = _from_file_list(source, [(n, f) for n, f in lines if f[0]], ["path"], root)
     if not catalog.items:
         raise ValueError(
             f"{source}: no usable rows ({len(catalog.skipped)} skipped; first: "

@@ -202,6 +202,21 @@ def _create_arrays(
         group.create_array(split, shape=shape, chunks=(1, *size), dtype="float16", fill_value=0.0)
 
 
+def _where_paths_point(items: list, source: str, root: str | None) -> str:
+    """For a run whose files are mostly missing: where the first listed path was looked for,
+    and the setting that moves it."""
+    if not items:
+        return ""
+    first = items[0]
+    base = root if root is not None else "the folder of " + source
+    return (
+        f". Most files are missing: the first, {first.key!r}, was looked for at "
+        f"{first.paths[0]} (relative paths, and a manifest's paths that begin with '/', start "
+        f"from {base}); if the files sit under another folder, set it as the dataset root: "
+        "`--root` (fmtrain prepare) or `data.init_args.root` (recipes)"
+    )
+
+
 def _summary(
     records: list[dict], catalog_skipped: list[dict], assignment: dict, items: list, **extra
 ) -> dict:
@@ -261,6 +276,7 @@ def prepare_dataset(
     storage_options: dict[str, Any] | None = None,
     cache_dir: str | None = None,
     progress: bool = True,
+    root: str | None = None,
 ) -> PreparedDataset:
     """Prepare the volumes of `source` into `out` (local folder or URL) once.
 
@@ -284,6 +300,9 @@ def prepare_dataset(
         storage_options: fsspec options for `source` and `out` (e.g. an S3 endpoint).
         cache_dir: local cache of remote raw files (a temporary folder when None).
         progress: show a progress bar.
+        root: the dataset root that a list's relative paths start from, and a manifest's
+            paths that begin with "/" (AI-READI writes ``/retinal_oct/...``); default: the
+            folder of `source`.
 
     Returns:
         The prepared dataset, opened.
@@ -295,7 +314,7 @@ def prepare_dataset(
     _check_geometry(spacing, size)
     start = time.perf_counter()
     fractions = dict(split_fractions or DEFAULT_FRACTIONS)
-    catalog = read_catalog(source, storage_options).filter(
+    catalog = read_catalog(source, storage_options, root).filter(
         devices=devices, anatomic_regions=anatomic_regions, lateralities=lateralities
     )
     spacing, size = _target_geometry(
@@ -316,6 +335,8 @@ def prepare_dataset(
         },
         "allow_missing_spacing": allow_missing_spacing,
     }
+    if root is not None:  # only when given: stores prepared before it existed still match
+        params["root"] = root
     write_or_match_json(join(out, "prepare.json"), params, storage_options, "parameters")
 
     # Every volume is read into one pool first; the splits are cut afterwards among the
@@ -361,6 +382,7 @@ def prepare_dataset(
         source=source,
         out=out,
         seconds=round(time.perf_counter() - start, 1),
+        unread_manifest_hints=catalog.unread_hints,
     )
     listed, reasons = summary["counts"]["listed"], summary["counts"]["skipped_by_reason"]
     # objects that are not images (SEG, reports...) are counted but not held against the limit
@@ -382,6 +404,8 @@ def prepare_dataset(
             f"{bad} of {images} items skipped ({fraction:.1%}), over the limit "
             f"max_skip_fraction={max_skip_fraction}; skipped by reason: {by_reason}"
         )
+    if failure and reasons.get("missing_file", 0) > bad / 2:
+        failure += _where_paths_point(catalog.items, source, root)
     summary = {"complete": failure is None, "failure": failure, **summary}
     write_bytes(join(out, "samples.json"), json.dumps(samples).encode(), storage_options)
     write_bytes(join(out, "summary.json"), json.dumps(summary, indent=1).encode(), storage_options)
