@@ -220,3 +220,62 @@ def test_ttm_builds_from_a_config():
     encoder = TTMEncoder(d_model=16, num_layers=2).build(GRID, 1).eval()
     with torch.no_grad():
         assert encoder(torch.randn(2, 1, C, T)).shape == (2, C * P, 16)
+
+
+def _one_channel_model(kind: str, path, **kwargs) -> str:
+    sizes = dict(context_length=T, patch_length=L, patch_stride=L, d_model=16, scaling=None)
+    if kind == "mixer":
+        config = transformers.PatchTSMixerConfig(
+            num_input_channels=1, num_layers=1, **sizes, **kwargs
+        )
+        transformers.PatchTSMixerModel(config).save_pretrained(path)
+    else:
+        config = transformers.PatchTSTConfig(
+            num_input_channels=1, num_hidden_layers=1, num_attention_heads=2, ffn_dim=32,
+            **sizes, **kwargs,
+        )  # fmt: skip
+        transformers.PatchTSTModel(config).save_pretrained(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("kind", ["mixer", "patchtst"])
+def test_a_channel_independent_one_channel_model_reads_each_channel_with_its_weights(
+    kind, tmp_path
+):
+    # TTM's published configs have num_input_channels=1 and mode common_channel
+    torch.manual_seed(0)
+    path = _one_channel_model(kind, tmp_path / kind)
+    spec = PatchTSMixerEncoder if kind == "mixer" else PatchTSTEncoder
+    encoder = spec(pretrained=path).build(GRID, 1).eval()  # GRID has C = 3 channels
+    source = encoder.model
+    x = torch.randn(2, 1, C, T)
+    with torch.no_grad():
+        tokens = encoder(x)
+        assert tokens.shape == (2, C * P, 16)
+        for c in range(C):  # channel c alone through the same model: tokens c*P .. c*P+P-1
+            alone = source(past_values=x[:, 0, c : c + 1].transpose(1, 2)).last_hidden_state
+            torch.testing.assert_close(tokens[:, c * P : (c + 1) * P], alone[:, 0])
+        keep = torch.tensor([[0, 5, 11], [1, 4, 8]])
+        kept = encoder(x, keep)
+        hidden = x.clone().reshape(2, C * P, L)
+        hidden[torch.ones(2, C * P, dtype=torch.bool).scatter_(1, keep, False)] = 0
+        torch.testing.assert_close(kept, gather(encoder(hidden.reshape(2, 1, C, T)), keep))
+        layers = encoder.forward_intermediates(x, [-1])
+        assert layers[0].shape == (2, C * P, 16)
+
+
+def gather(tokens: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    return torch.gather(tokens, 1, keep[..., None].expand(-1, -1, tokens.shape[-1]))
+
+
+@pytest.mark.parametrize(
+    "kind, mixing", [("mixer", {"mode": "mix_channel"}), ("patchtst", {"channel_attention": True})]
+)
+def test_a_channel_mixing_model_of_another_channel_count_is_refused(kind, mixing, tmp_path):
+    path = _one_channel_model(kind, tmp_path / kind, **mixing)
+    spec = PatchTSMixerEncoder if kind == "mixer" else PatchTSTEncoder
+    with pytest.raises(ValueError) as err:
+        spec(pretrained=path).build(GRID, 1)
+    message = str(err.value)
+    assert "data.init_args.channels gives 3 channel(s)" in message
+    assert "num_input_channels=1, and mixes its channels" in message

@@ -47,9 +47,40 @@ def check_dataset_size(report: CheckReport, dm: Any, per_device: int, world: int
         )
 
 
+def _tensors(value: Any, name: str) -> list[tuple[str, torch.Tensor]]:
+    """Every tensor in a batch (dataclass, mapping, sequence), with its field path."""
+    if isinstance(value, torch.Tensor):
+        return [(name, value)]
+    if hasattr(value, "__dataclass_fields__"):
+        value = {f: getattr(value, f) for f in value.__dataclass_fields__}
+    if isinstance(value, dict):
+        return [t for k, v in value.items() for t in _tensors(v, f"{name}.{k}")]
+    if isinstance(value, list | tuple):
+        return [t for i, v in enumerate(value) for t in _tensors(v, f"{name}[{i}]")]
+    return []
+
+
+def check_tensor_types(report: CheckReport, batch: Any) -> None:
+    """A tensor subclass in a batch (MONAI's MetaTensor, from a transform) spreads to every
+    activation and loss: XLA's tracing and torch.compile break on it, far from the cause."""
+    odd = [(name, type(t)) for name, t in _tensors(batch, "batch") if type(t) is not torch.Tensor]
+    if odd:
+        name, kind = odd[0]
+        report.add(
+            "error",
+            "data.init_args.augment",
+            f"{len(odd)} batch tensor(s) are {kind.__module__}.{kind.__name__}, a torch.Tensor "
+            f"subclass, not a plain tensor (first: {name})",
+            "return plain tensors from transforms and datasets: `t.as_subclass(torch.Tensor)` "
+            "(MONAI: `MetaTensor.as_tensor()`); fmtrain's own augmentations do",
+            "numerics",
+        )
+
+
 def check_batch(report: CheckReport, batch, model, dm) -> bool:
     """Class 2 and 9: does the batch have the shapes, index ranges and values the model
     consumes? Returns False when the batch cannot be fed to the model at all."""
+    check_tensor_types(report, batch)
     x = batch.inputs
     grid = model.grid
     channels = model.in_chans

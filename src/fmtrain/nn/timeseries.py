@@ -5,7 +5,11 @@ patch (1, L), one input channel, one token per (channel, patch) in channel-major
 (token = c * P + p). Input [B, 1, C, T] goes in as `past_values` [B, T, C]; the base model's
 `last_hidden_state` [B, C, P, D] comes out as [B, C * P, D]. Nothing is downloaded. The
 geometry a model really uses is read off the built model and must equal the recipe's grid:
-a mismatch is refused when the recipe is read, never adapted mid-training.
+a mismatch is refused when the recipe is read, never adapted mid-training. One exception, by
+design of these models: a channel-independent config (PatchTSMixer/TTM ``mode:
+common_channel``, PatchTST without channel attention) built for one channel, as TTM's
+published ones are, reads a C-channel recipe one channel at a time with the same weights
+(the channels are folded into the batch); a channel-mixing one must match C exactly.
 """
 
 from __future__ import annotations
@@ -25,7 +29,13 @@ from fmtrain.core.grid import TokenGrid
 from fmtrain.nn.encoder import EncoderSpec
 from fmtrain.nn.tokens import gather_tokens
 
-__all__ = ["HFTimeSeriesEncoder", "PatchTSMixerEncoder", "PatchTSTEncoder", "TTMEncoder"]
+__all__ = [
+    "HFTimeSeriesEncoder",
+    "PatchTSMixerEncoder",
+    "PatchTSTEncoder",
+    "TTMEncoder",
+    "channel_independent",
+]
 
 log = logging.getLogger("fmtrain")
 PATCH_KEY, WINDOW_KEY = "model.init_args.patch_size", "data.init_args.window"
@@ -58,11 +68,20 @@ class HFTimeSeriesEncoder(nn.Module):
     """
 
     def __init__(
-        self, model: nn.Module, geometry: Geometry, layers: nn.ModuleList, *, states_before: bool
+        self,
+        model: nn.Module,
+        geometry: Geometry,
+        layers: nn.ModuleList,
+        *,
+        states_before: bool,
+        channels: int | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.geometry = geometry
+        # the recipe's channels; more than the model's one: each channel a sample of its own
+        self.channels = channels or geometry.channels
+        self.fold = self.channels if self.channels != geometry.channels else 1
         self.embed_dim = int(model.config.d_model)
         self.layers = [layers]  # a list, so the layers are not registered twice
         self.states_before = states_before  # PatchTST: hidden_states are layer inputs
@@ -70,17 +89,19 @@ class HFTimeSeriesEncoder(nn.Module):
         self.grad_checkpointing = False
 
     def _run(self, x: torch.Tensor, keep: torch.Tensor | None, states: bool) -> Any:
-        g, (b, *shape) = self.geometry, x.shape
-        if shape != [1, g.channels, g.context_length]:
-            raise ValueError(f"input {list(x.shape)} != [B, 1, {g.channels}, {g.context_length}]")
+        g, c, (b, *shape) = self.geometry, self.channels, x.shape
+        if shape != [1, c, g.context_length]:
+            raise ValueError(f"input {list(x.shape)} != [B, 1, {c}, {g.context_length}]")
         signal = x[:, 0]
         if keep is not None:
-            kept = torch.zeros(b, g.channels * g.num_patches, dtype=torch.bool, device=x.device)
+            kept = torch.zeros(b, c * g.num_patches, dtype=torch.bool, device=x.device)
             kept.scatter_(1, keep, True)
-            patches = signal.reshape(b, g.channels, g.num_patches, g.patch_length)
+            patches = signal.reshape(b, c, g.num_patches, g.patch_length)
             # where, not a product: NaN * 0 would still leak a hidden sample
             patches = torch.where(kept.reshape(*patches.shape[:3], 1), patches, 0)
-            signal = patches.reshape(b, g.channels, g.context_length)
+            signal = patches.reshape(b, c, g.context_length)
+        if self.fold > 1:  # [B, C, T] -> [B * C, 1, T]: the same weights on every channel
+            signal = signal.reshape(b * c, 1, g.context_length)
         return self.model(
             past_values=signal.transpose(1, 2), output_hidden_states=states, return_dict=True
         )
@@ -88,7 +109,8 @@ class HFTimeSeriesEncoder(nn.Module):
     def _tokens(self, hidden: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
         if self.cls_token:
             hidden = hidden[:, :, 1:]
-        tokens = hidden.reshape(hidden.shape[0], -1, hidden.shape[-1])  # c * P + p
+        # [B, C, P, D], or [B * C, 1, P, D] folded: both flatten to c * P + p per sample
+        tokens = hidden.reshape(hidden.shape[0] // self.fold, -1, hidden.shape[-1])
         return tokens if keep is None else gather_tokens(tokens, keep)
 
     def forward_features(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
@@ -131,7 +153,16 @@ class HFTimeSeriesEncoder(nn.Module):
     forward = forward_features
 
 
-def _check_geometry(g: Geometry, grid: TokenGrid, source: str) -> None:
+def channel_independent(config: Any) -> bool:
+    """Whether a model applies the same weights to each channel with no mixing between
+    channels: PatchTSMixer/TTM in ``common_channel`` mode, PatchTST without channel
+    attention. Such a model built for one channel reads any number of channels."""
+    if getattr(config, "mode", "common_channel") != "common_channel":
+        return False
+    return not getattr(config, "channel_attention", False)
+
+
+def _check_geometry(g: Geometry, grid: TokenGrid, source: str, config: Any) -> None:
     """Refuse, naming the recipe keys and both values, a model that does not fit `grid`."""
     (channels, window), (_, patch) = grid.input_size, grid.patch_size
     if g.patch_stride != g.patch_length:
@@ -150,10 +181,11 @@ def _check_geometry(g: Geometry, grid: TokenGrid, source: str) -> None:
             f"{WINDOW_KEY}={window} samples but {source} has context_length="
             f"{g.context_length}: set {WINDOW_KEY}={g.context_length}."
         )
-    if g.channels != channels:
+    if g.channels != channels and not (g.channels == 1 and channel_independent(config)):
+        mixing = "" if channel_independent(config) else ", and mixes its channels"
         raise ValueError(
             f"{CHANNELS_KEY} gives {channels} channel(s) but {source} has num_input_channels="
-            f"{g.channels}: select exactly {g.channels} channel(s) in {CHANNELS_KEY}."
+            f"{g.channels}{mixing}: select exactly {g.channels} channel(s) in {CHANNELS_KEY}."
         )
 
 
@@ -221,8 +253,16 @@ class _HFTimeSeriesSpec(EncoderSpec):
             f"{type(model).__name__} from {path or 'config'}: {facts} d_model="
             f"{config.d_model} layers={len(layers)} scaling={config.scaling}"
         )
-        _check_geometry(g, grid, source)
-        encoder = HFTimeSeriesEncoder(model, g, layers, states_before=states_before)
+        _check_geometry(g, grid, source, config)
+        channels = grid.input_size[0]
+        if channels != g.channels:
+            log.info(
+                f"{type(model).__name__} is channel-independent and built for 1 channel: it "
+                f"reads each of the {channels} channels with the same weights"
+            )
+        encoder = HFTimeSeriesEncoder(
+            model, g, layers, states_before=states_before, channels=channels
+        )
         encoder.set_grad_checkpointing(self.activation_checkpointing)
         return encoder
 

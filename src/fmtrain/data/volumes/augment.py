@@ -84,7 +84,10 @@ def _small_affine(volume: torch.Tensor, rng: np.random.Generator, cfg: AugmentCo
         padding_mode="zeros",
     )
     transform.set_random_state(seed=int(rng.integers(2**31)))
-    return torch.as_tensor(transform(volume))
+    # MONAI returns a MetaTensor (a torch.Tensor subclass carrying an affine); let one
+    # through and every batch, conv output and loss becomes one too, which XLA's tracing
+    # and torch.compile handle badly. A plain tensor view of the same storage.
+    return torch.as_tensor(transform(volume)).as_subclass(torch.Tensor)
 
 
 def augment(volume: torch.Tensor, rng: np.random.Generator, cfg: AugmentConfig) -> torch.Tensor:
