@@ -1,6 +1,6 @@
 """Where does a pretrained encoder keep local detail? Dense probes of every encoder block.
 
-    python benchmarks/dense_layers.py runs/quality_oct30/v-jepa/ckpt/last.ckpt
+    python benchmarks/dense_layers.py runs/quality_oct/v-jepa/ckpt/last.ckpt
     python benchmarks/dense_layers.py CKPT --eyes 32 100 --layers 1 2 3   # quicker
 
 `quality_oct.py` probes the last block only. This script trains the same two linear heads
