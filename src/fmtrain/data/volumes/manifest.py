@@ -32,6 +32,7 @@ from pathlib import Path
 __all__ = [
     "HINT_PARSERS",
     "MANIFEST_COLUMNS",
+    "HintProblems",
     "ManifestRow",
     "parse_hint",
     "read_manifest",
