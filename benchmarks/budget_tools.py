@@ -27,6 +27,7 @@ import yaml
 from efficiency_tools import StepClock, count_flops
 
 from fmtrain.cli import run_cli
+from fmtrain.cli.messages import quiet_third_party_notices
 
 __all__ = [
     "VAL_RANK",
@@ -101,6 +102,9 @@ def fit_for_budget(fit_args: list[str], budget_s: float, root: Path) -> Budgeted
         The fit, its steps, its wall time and its model FLOPs (forward + backward of one
         training batch, counted by FlopCounterMode, times the steps).
     """
+    # as `fmtrain fit` does: Lightning's advertisement and internal deprecations say nothing
+    # about the run and would bury its own lines in a long benchmark log
+    quiet_third_party_notices()
     calibration = root / "calibration"
     clock = StepClock()
     start = time.perf_counter()
