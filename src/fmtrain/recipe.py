@@ -308,10 +308,9 @@ def build_recipe(
         "run": run,
         "save_config_kwargs": {"overwrite": True},
     }
-    if args is None:
-        return cli_class(**(options | kwargs))
-    # args given here are the command; Lightning's reminder that it then ignores sys.argv
-    # (a calling script's own arguments: a benchmark's, pytest's) says nothing to the caller
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "LightningCLI's args parameter", UserWarning)
+        if args is not None:
+            # args given here are the command; Lightning's reminder that it then ignores
+            # sys.argv (a calling script's own: a benchmark's, pytest's) says nothing here
+            warnings.filterwarnings("ignore", "LightningCLI's args parameter", UserWarning)
         return cli_class(**(options | kwargs))

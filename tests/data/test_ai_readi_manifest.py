@@ -76,6 +76,14 @@ def write_release(generated: Path, root: Path, manifest_dir: str = "") -> Path:
     return manifest
 
 
+def prepare_tiny(source: str, out, **kwargs):
+    """`prepare_dataset` at the tiny test geometry, in this process, quietly."""
+    return prepare_dataset(
+        source, str(out), spacing=(0.75, 0.06, 0.19), size=(8, 32, 32), workers=1,
+        progress=False, **kwargs,
+    )  # fmt: skip
+
+
 def test_a_release_on_local_disk_lists_every_file(oct_dataset, tmp_path, caplog):
     manifest = write_release(oct_dataset, tmp_path)
     with caplog.at_level(logging.WARNING, logger="fmtrain.data"):
@@ -139,14 +147,10 @@ def test_an_absolute_local_path_that_exists_is_taken_as_it_is(oct_dataset, tmp_p
 
 def test_prepare_reads_every_file_of_a_release(oct_dataset, tmp_path):
     manifest = write_release(oct_dataset, tmp_path / "release", manifest_dir="retinal_oct")
-    dataset = prepare_dataset(
+    dataset = prepare_tiny(
         str(manifest),
-        str(tmp_path / "prepared"),
-        spacing=(0.75, 0.06, 0.19),
-        size=(8, 32, 32),
+        tmp_path / "prepared",
         split_fractions={"train": 0.75, "val": 0.25},
-        workers=1,
-        progress=False,
         root=str(tmp_path / "release"),
     )
     counts = dataset.summary["counts"]
@@ -164,16 +168,12 @@ def test_a_release_in_a_bucket_resolves_inside_the_bucket(oct_dataset, s3_bucket
     for item in catalog.items:
         assert item.paths[0] == f"{url}/OCTdata{item.key}"
         assert fs.exists(item.paths[0])
-    dataset = prepare_dataset(
+    dataset = prepare_tiny(
         f"{url}/OCTdata/manifest.tsv",
-        str(tmp_path / "prepared"),
-        spacing=(0.75, 0.06, 0.19),
-        size=(8, 32, 32),
+        tmp_path / "prepared",
         split_fractions={"train": 0.75, "val": 0.25},
-        workers=1,
         storage_options=options,
         cache_dir=str(tmp_path / "cache"),
-        progress=False,
     )
     assert dataset.summary["counts"]["written"] == 12
 
@@ -181,14 +181,7 @@ def test_a_release_in_a_bucket_resolves_inside_the_bucket(oct_dataset, s3_bucket
 def test_files_missing_under_the_default_root_name_the_root_setting(oct_dataset, tmp_path):
     manifest = write_release(oct_dataset, tmp_path / "release", manifest_dir="retinal_oct")
     with pytest.raises(PrepareFailed) as failed:
-        prepare_dataset(
-            str(manifest),
-            str(tmp_path / "prepared"),
-            spacing=(0.75, 0.06, 0.19),
-            size=(8, 32, 32),
-            workers=1,
-            progress=False,
-        )
+        prepare_tiny(str(manifest), tmp_path / "prepared")
     message = str(failed.value)
     assert "missing_file 12" in message
     assert f"{tmp_path}/release/retinal_oct/retinal_oct/structural_oct/" in message
