@@ -28,6 +28,20 @@ def test_rank_one_features_are_flagged_and_isotropic_ones_are_not():
     assert healthy["feature_std"] == pytest.approx(1 / math.sqrt(64), rel=0.1)
 
 
+def test_the_rank_floor_is_judged_against_what_a_small_batch_can_show():
+    # 8 healthy samples of 256-wide features: rank at most 7, here about 5 (the MiM+SparK
+    # CPU run's values), which the width alone (2% of 256 = 5.1) called collapsed
+    g = torch.Generator().manual_seed(1)
+    basis = torch.randn(5, 256, generator=g)
+    healthy = (torch.randn(8, 5, generator=g) @ basis)[:, None] + 0.05 * torch.randn(8, 3, 256)
+    verdict = collapse_monitors(healthy, None, None)
+    assert 3.5 < verdict["effective_rank"] < 7 and not verdict["collapsed"], verdict
+    # the same batch gone to one direction is still caught
+    direction = torch.randn(256, generator=g)
+    one = torch.randn(8, 1, 1, generator=g) * direction + 1e-4 * torch.randn(8, 3, 256)
+    assert collapse_monitors(one, None, None)["collapsed"]
+
+
 def test_features_collapsed_to_a_point_have_no_spread():
     point = torch.randn(1, 1, 32).expand(100, 8, 32) + 1e-6 * torch.randn(100, 8, 32)
     assert normalized_feature_std(point) < 1e-4

@@ -29,17 +29,26 @@ __all__ = [
     "CollapseMonitor",
     "CollapseVerdict",
     "collapse_monitors",
+    "collapse_reasons",
     "normalized_feature_std",
     "prediction_cosine",
 ]
 
 # Thresholds, relative to what isotropic features give, below which the log warns.
 _STD_FRACTION = 0.1  # per-dimension std under 10% of 1/sqrt(D)
-_RANK_FRACTION = 0.02  # effective rank under 2% of the feature width (at least 2)
+# effective rank under 2% of the largest a batch can show, min(width, B - 1), and at least
+# 2; of the width alone, a batch of 8 wide CNN features (256: floor 5.1 of at most 7) was
+# called collapsed while its validation rank stayed at 38
+_RANK_FRACTION = 0.02
 
 FIXES = (
     "mix long-range blocks into data.masks (V-JEPA's 2 blocks at 70%), start the EMA higher "
     "(model.ema.momentum, e.g. 0.998), lower model.optimizer.lr or lengthen warmup_steps"
+)
+# for methods without an EMA target (MAE, MiM, masked signal modeling)
+FIXES_WITHOUT_EMA = (
+    "lower model.optimizer.lr or lengthen warmup_steps, and check that the inputs vary "
+    "(normalisation of data.init_args, `fmtrain check`'s value table)"
 )
 
 
@@ -60,6 +69,23 @@ class CollapseVerdict(dict):
     """Monitor values plus ``collapsed`` (bool) and ``reason`` (str)."""
 
 
+def collapse_reasons(feature_std: float, rank: float, width: int, batch: int) -> list[str]:
+    """Why one batch's monitors say collapse (empty: they do not), from the values alone:
+    `feature_std` of normalised features `width` wide, effective `rank` of `batch` pooled
+    samples. The training monitor's absolute rule, also for recounting logged values."""
+    reasons = []
+    isotropic = 1.0 / math.sqrt(width)
+    if feature_std < _STD_FRACTION * isotropic:
+        reasons.append(
+            f"per-dimension std of normalised target features {feature_std:.2e} is "
+            f"under {_STD_FRACTION:.0%} of the isotropic {isotropic:.2e}"
+        )
+    floor = max(2.0, _RANK_FRACTION * min(width, batch - 1))
+    if batch > floor and not math.isnan(rank) and rank < floor:
+        reasons.append(f"effective rank of pooled target features {rank:.2f} < {floor:.1f}")
+    return reasons
+
+
 @torch.no_grad()
 def collapse_monitors(
     target_tokens: torch.Tensor, predictions: torch.Tensor | None, targets: torch.Tensor | None
@@ -74,16 +100,9 @@ def collapse_monitors(
     )
     if predictions is not None and targets is not None:
         values["prediction_cosine"] = prediction_cosine(predictions, targets)
-    reasons = []
-    if values["feature_std"] < _STD_FRACTION * values["isotropic_std"]:
-        reasons.append(
-            f"per-dimension std of normalised target features {values['feature_std']:.2e} is "
-            f"under {_STD_FRACTION:.0%} of the isotropic {values['isotropic_std']:.2e}"
-        )
-    floor = max(2.0, _RANK_FRACTION * width)
-    rank = values["effective_rank"]
-    if pooled.shape[0] > floor and not math.isnan(rank) and rank < floor:
-        reasons.append(f"effective rank of pooled target features {rank:.2f} < {floor:.1f}")
+    reasons = collapse_reasons(
+        values["feature_std"], values["effective_rank"], width, pooled.shape[0]
+    )
     values["collapsed"] = bool(reasons)
     values["reason"] = "; ".join(reasons)
     return values
@@ -156,7 +175,7 @@ class CollapseMonitor(Callback):
                 "step %d: features look collapsed: %s. Usual fixes: %s",
                 step - 1,
                 verdict["reason"],
-                FIXES,
+                FIXES if "ema" in getattr(pl_module, "hparams", {}) else FIXES_WITHOUT_EMA,
             )
         # straight to the loggers: through self.log, Lightning would repeat the last value
         # at every step in between, drawing flat lines that were never measured
