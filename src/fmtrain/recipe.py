@@ -17,15 +17,16 @@ from typing import Any, ClassVar
 
 import yaml
 from jsonargparse import Namespace
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from fmtrain.engine import batch_finder, checkpoint_io, oom, resume, run_folder
 from fmtrain.engine.announce import announce
 from fmtrain.engine.global_batch import global_batch_mismatch
 from fmtrain.engine.interrupt import StopOnSignal
+from fmtrain.engine.secrets import RedactingSaveConfigCallback
 from fmtrain.engine.warning_summary import collect_warnings, format_warning_summary
 from fmtrain.eval.monitors import CollapseMonitor
+from fmtrain.eval.run_pictures import RunPictures
 
 __all__ = ["FmtrainCLI", "build_recipe", "model_class", "register_builtin_classes"]
 
@@ -122,6 +123,14 @@ def register_builtin_classes() -> None:
             getattr(package, name)  # a lazy package imports the name's module here
 
 
+def data_storage_options(config: Namespace) -> dict | None:
+    """The recipe's `data.init_args.storage_options` (credentials, endpoint), or None."""
+    data = config.get("data")
+    init_args = data.get("init_args") if isinstance(data, Namespace) else None
+    options = init_args.get("storage_options") if isinstance(init_args, Namespace) else None
+    return dict(options) if options else None
+
+
 def _plain(value: Any) -> Any:
     """Sequences as lists, so a recipe's [16, 64, 64] equals a datamodule's (16, 64, 64)."""
     return list(value) if isinstance(value, (list, tuple)) else value
@@ -173,7 +182,7 @@ class FmtrainCLI(LightningCLI):
             help="fit on CUDA: try micro-batches (one real step each), use the largest that fits "
             "and set trainer.accumulate_grad_batches to keep --global_batch_size (required).",
         )
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(checkpoint_io.BucketAwareModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.save_last": True,
@@ -184,6 +193,7 @@ class FmtrainCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(CollapseMonitor, "monitors")
+        parser.add_lightning_class_args(RunPictures, "pictures")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -194,12 +204,16 @@ class FmtrainCLI(LightningCLI):
             config.trainer.logger = run_folder.default_loggers(root)
         if "checkpoint" in config and config.checkpoint.get("dirpath") is None:
             config.checkpoint.dirpath = run_folder.default_checkpoint_dir(root)
-        # Default checkpoint IO: atomic saves, so a kill never leaves a half-written checkpoint.
+        # Default checkpoint IO: atomic saves, so a kill never leaves a half-written checkpoint;
+        # checkpoints in a bucket use the data's storage options (credentials, endpoint).
         if config.trainer.get("plugins") is None:
             plugin = checkpoint_io.default_checkpoint_io(
                 config.trainer.get("accelerator"), config.trainer.get("strategy")
             )
+            options = data_storage_options(config)
             config.trainer.plugins = Namespace(class_path=plugin) if plugin else None
+            if plugin and options:
+                config.trainer.plugins.init_args = Namespace(storage_options=options)
 
     def _refuse_values_for_linked_keys(self, config: Namespace) -> None:
         """Remember values set by hand for keys that the built datamodule fills: `_reader`
@@ -306,6 +320,7 @@ def build_recipe(
         "subclass_mode_data": True,
         "args": list(args) if args is not None else None,
         "run": run,
+        "save_config_callback": RedactingSaveConfigCallback,
         "save_config_kwargs": {"overwrite": True},
     }
     with warnings.catch_warnings():

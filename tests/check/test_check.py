@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 import zarr
 
 from fmtrain.check.contracts import check_token_contract
@@ -329,3 +330,23 @@ def test_reduced_sizes_halve_the_largest_axis_in_whole_patches():
     sizes = reduced_sizes((64, 384, 384), (4, 16, 16), keep_fraction=0.1)
     assert sizes == [(32, 96, 192), (32, 192, 192), (64, 192, 192), (64, 192, 384)]
     assert reduced_sizes((4, 16, 16), (4, 16, 16), keep_fraction=0.1) == []  # one patch
+
+
+@pytest.mark.parametrize("accelerator", ["tpu", "gpu"])
+def test_an_accelerator_this_machine_lacks_is_refused_unless_the_recipe_trains_elsewhere(
+    oct_dataset, tmp_path, accelerator
+):
+    from lightning.pytorch.accelerators import XLAAccelerator
+
+    here = XLAAccelerator.is_available() if accelerator == "tpu" else torch.cuda.is_available()
+    if here:
+        pytest.skip(f"this machine has a {accelerator}")
+    report = _check(oct_dataset, tmp_path, f"--trainer.accelerator={accelerator}")
+    problem = _error(report, "trainer.accelerator", "this machine has none")
+    assert "--elsewhere" in problem.fix
+    args = [f"--data.init_args.source={oct_dataset}/manifest.tsv"]
+    args += [f"--trainer.default_root_dir={tmp_path}", f"--trainer.accelerator={accelerator}"]
+    report = run_check(str(TINY_RECIPE), args, str(tmp_path / "check2"), elsewhere=True)
+    assert not report.errors, [str(p) for p in report.errors]
+    assert any(p.key == "trainer.accelerator" and p.severity == "warning" for p in report.problems)
+    assert report.stages  # the step still ran, here on the CPU

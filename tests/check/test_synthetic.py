@@ -18,7 +18,8 @@ RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
 def test_every_shipped_recipe_checks_on_synthetic_data(recipe, tmp_path):
     started = time.perf_counter()
-    report = run_check(str(recipe), [], str(tmp_path / "check"), synthetic=True)
+    # GPU recipes train elsewhere: checked here on the CPU, the missing GPU a warning
+    report = run_check(str(recipe), [], str(tmp_path / "check"), synthetic=True, elsewhere=True)
     seconds = time.perf_counter() - started  # reported, not asserted: benchmarks time things
     assert not report.errors, [str(p) for p in report.errors]
     _, settings = recipe_data_settings(str(recipe), [])

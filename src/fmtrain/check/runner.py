@@ -22,7 +22,6 @@ import torch
 from fmtrain.check.batches import check_batch, check_dataset_size, mask_statistics
 from fmtrain.check.fixes import fix_for, recipe_key
 from fmtrain.check.parse_errors import explain_parse_error
-from fmtrain.check.pictures import save_mask_pictures
 from fmtrain.check.problems import CheckReport
 from fmtrain.check.schedules import check_schedules
 from fmtrain.check.step import run_step
@@ -31,7 +30,8 @@ from fmtrain.check.synthetic import synthetic_overrides
 from fmtrain.check.values import check_stored_values, scan_batches
 from fmtrain.core.debug import debug_requested
 from fmtrain.engine.global_batch import global_batch_mismatch
-from fmtrain.recipe import FmtrainCLI, build_recipe
+from fmtrain.eval.mask_pictures import save_mask_pictures
+from fmtrain.recipe import FmtrainCLI, build_recipe, data_storage_options
 
 __all__ = ["main", "run_check"]
 
@@ -167,7 +167,8 @@ def _check_storage(report: CheckReport, config) -> None:
     if not probe_writable(report, "trainer.default_root_dir", root):
         trainer.default_root_dir = tempfile.mkdtemp(prefix="fmtrain-check-")
     ckpt = config.get("checkpoint", {}).get("dirpath")
-    if ckpt and not probe_writable(report, "checkpoint.dirpath", ckpt):
+    options = data_storage_options(config)  # what the default checkpoint IO writes with
+    if ckpt and not probe_writable(report, "checkpoint.dirpath", ckpt, options):
         config.checkpoint.dirpath = None
     loggers = trainer.get("logger")
     loggers = loggers if isinstance(loggers, list) else [loggers] if loggers else []
@@ -175,6 +176,40 @@ def _check_storage(report: CheckReport, config) -> None:
         save_dir = getattr(getattr(logger, "init_args", None), "save_dir", None)
         if save_dir and save_dir != root:
             probe_writable(report, f"trainer.logger[{i}].init_args.save_dir", save_dir)
+
+
+def _accelerator_here(accelerator: str) -> bool | None:
+    """Whether this machine has `accelerator` (None: a name that needs no device)."""
+    if accelerator in ("gpu", "cuda"):
+        return torch.cuda.is_available()
+    if accelerator == "mps":
+        return torch.backends.mps.is_available()
+    if accelerator in ("tpu", "xla"):
+        from lightning.pytorch.accelerators import XLAAccelerator
+
+        return XLAAccelerator.is_available()
+    return None
+
+
+def _check_accelerator_here(report: CheckReport, accelerator: str, elsewhere: bool) -> None:
+    """An accelerator the machine lacks: refused, or, for a recipe that trains elsewhere,
+    said (the step below ran on the CPU, so its timings are not the target's)."""
+    if _accelerator_here(accelerator) is not False:
+        return
+    message = f"the recipe asks for trainer.accelerator={accelerator!r}; this machine has none"
+    if elsewhere:
+        fix = "run check on the training machine for real timings"
+        report.add("warning", "trainer.accelerator", f"{message}; the step below ran on the CPU",
+                   fix, "device")  # fmt: skip
+        return
+    report.add(
+        "error",
+        "trainer.accelerator",
+        message + " (fit would stop here)",
+        "run check on the machine that trains, or add --elsewhere to check the recipe here "
+        "on the CPU for a machine that has it",
+        "device",
+    )
 
 
 def _check_device(report: CheckReport, precision: str, accelerator: str) -> None:
@@ -232,27 +267,33 @@ def _load_data(report: CheckReport, dm) -> bool:
 
 
 def run_check(
-    recipe: str, overrides: list[str], out_dir: str | None = None, synthetic: bool = False
+    recipe: str,
+    overrides: list[str],
+    out_dir: str | None = None,
+    synthetic: bool = False,
+    elsewhere: bool = False,
 ) -> CheckReport:
     """Check `recipe` (plus command-line `overrides`); write the report beside the run.
 
     With `synthetic`, the recipe reads a few generated samples of its modality and geometry
     (written in a temporary folder by its datamodule) instead of its data; the dataset's
-    size is then not judged.
+    size is then not judged. An accelerator the recipe asks for that this machine lacks is
+    an error, unless `elsewhere` says the recipe will train on another machine: then it is
+    a warning and the step runs here.
     """
     if synthetic:
         with tempfile.TemporaryDirectory(prefix="fmtrain-synthetic-") as folder:
             started = time.perf_counter()
             extra = synthetic_overrides(recipe, overrides, Path(folder))
             written = time.perf_counter() - started
-            report = _run_check(recipe, [*overrides, *extra], out_dir, synthetic=True)
+            report = _run_check(recipe, [*overrides, *extra], out_dir, True, elsewhere)
             report.performance["synthetic data written (s)"] = round(written, 1)
             return report
-    return _run_check(recipe, overrides, out_dir, synthetic=False)
+    return _run_check(recipe, overrides, out_dir, False, elsewhere)
 
 
 def _run_check(
-    recipe: str, overrides: list[str], out_dir: str | None, synthetic: bool
+    recipe: str, overrides: list[str], out_dir: str | None, synthetic: bool, elsewhere: bool
 ) -> CheckReport:
     start = time.perf_counter()
     report = CheckReport(recipe=recipe + (" (synthetic data)" if synthetic else ""))
@@ -267,10 +308,7 @@ def _run_check(
     if not known:
         fix = "give trainer.devices as a number for the batch arithmetic"
         report.add("warning", "trainer.devices", f"{rt['devices']!r} counted as 1", fix, "batch")
-    if rt["accelerator"] in ("gpu", "cuda") and not cuda:
-        report.add("warning", "trainer.accelerator", "the recipe asks for GPUs; none here, "
-                   "so the step below ran on the CPU", "run check on the training machine "
-                   "for real timings", "device")  # fmt: skip
+    _check_accelerator_here(report, str(rt["accelerator"] or "auto"), elsewhere)
     precision = str(rt["precision"] or "32-true")
     _check_device(report, precision, str(rt["accelerator"] or "auto"))
     _check_global_batch(report, cli, world)
@@ -363,23 +401,27 @@ def main(argv: list[str]) -> int:
     """Entry point of `fmtrain check`; returns the exit code (1 when any error)."""
     if not argv or argv[0] in ("-h", "--help"):
         print(
-            "usage: fmtrain check RECIPE [--out DIR] [--synthetic] [recipe overrides, e.g. "
+            "usage: fmtrain check RECIPE [--out DIR] [--synthetic] [--elsewhere] [recipe "
+            "overrides, e.g. "
             "--data.init_args.batch_size=4]\n\nBuilds the recipe on this machine, pulls real "
             "batches, runs forward and backward, and reports shapes, masks (with pictures), "
             "parameters, time, memory and every problem with the key to change. Exits 1 on "
             "any error.\n\n--synthetic: check the recipe before its data exists, on a few "
-            "samples of its modality and geometry generated in a temporary folder."
+            "samples of its modality and geometry generated in a temporary folder.\n\n"
+            "--elsewhere: the recipe trains on another machine (GPUs, a TPU that this one "
+            "lacks): check it here on the CPU, with the missing accelerator a warning, not "
+            "an error."
         )
         return 0
     recipe, rest = argv[0], list(argv[1:])
-    synthetic = "--synthetic" in rest
-    rest = [a for a in rest if a != "--synthetic"]
+    synthetic, elsewhere = "--synthetic" in rest, "--elsewhere" in rest
+    rest = [a for a in rest if a not in ("--synthetic", "--elsewhere")]
     out = None
     if "--out" in rest:
         i = rest.index("--out")
         out = rest[i + 1]
         del rest[i : i + 2]
-    report = run_check(recipe, rest, out, synthetic=synthetic)
+    report = run_check(recipe, rest, out, synthetic=synthetic, elsewhere=elsewhere)
     print(report.render())
     return 1 if report.errors else 0
 

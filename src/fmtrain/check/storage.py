@@ -10,7 +10,13 @@ from fmtrain.check.problems import CheckReport
 
 __all__ = ["probe_writable"]
 
-_INSTALL_HINT = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}
+_INSTALL_HINT = {
+    "s3": "s3fs",
+    "gs": "'fmtrain[gcs]'",
+    "gcs": "'fmtrain[gcs]'",
+    "az": "adlfs",
+    "abfs": "adlfs",
+}
 
 
 def probe_writable(
@@ -36,7 +42,6 @@ def probe_writable(
             "storage",
         )
         return False
-        return
     probe = f"{path.rstrip('/')}/.fmtrain-write-probe-{uuid.uuid4().hex[:8]}"
     try:
         if scheme == "file":

@@ -22,11 +22,11 @@ from typing import Literal
 from jsonargparse import CLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from fmtrain.check.pictures import save_mask_pictures
 from fmtrain.cli.evaluate import probe
 from fmtrain.data.synthetic.generate import generate_oct_dataset
 from fmtrain.eval.collapse import rank_against_random_init
 from fmtrain.eval.embed import embed_split, read_labels
+from fmtrain.eval.mask_pictures import save_mask_pictures
 from fmtrain.eval.monitors import CollapseMonitor
 from fmtrain.eval.report import plot_curves, plot_pca, write_report
 from fmtrain.eval.signal_pictures import plot_reconstruction

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from fmtrain.core.storage import filesystem, is_remote
@@ -168,6 +169,34 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             fs.rm(marker_url(inner))
         if fs.exists(inner):
             fs.rm(inner)
+
+
+class BucketAwareModelCheckpoint(ModelCheckpoint):
+    """Lightning's `ModelCheckpoint` (recipe key ``checkpoint``, same arguments), reaching a
+    bucket with the checkpoint IO's storage options.
+
+    Lightning lists, tests and removes the files of the checkpoint folder through an fsspec
+    filesystem of its own, built in `setup` from the bare URL: without the options, a bucket
+    reached through an endpoint or credentials in `data.storage_options` would be looked for
+    at the cloud's default address with the machine's default credentials.
+    """
+
+    _storage_options: dict[str, Any] | None = None
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        self._storage_options = getattr(trainer.strategy.checkpoint_io, "storage_options", None)
+        super().setup(trainer, pl_module, stage)
+        self._reach_bucket()
+
+    def _reach_bucket(self) -> None:
+        if self._storage_options and self.dirpath is not None and is_remote(self.dirpath):
+            self._fs = filesystem(self.dirpath, self._storage_options)[0]  # Lightning's own
+
+    # Lightning's `setup` rebuilds the bare filesystem and looks into the folder at once,
+    # through this (name-mangled) method: the options must be in place before it looks.
+    def _ModelCheckpoint__warn_if_dir_not_empty(self, dirpath: Any) -> None:
+        self._reach_bucket()
+        super()._ModelCheckpoint__warn_if_dir_not_empty(dirpath)  # type: ignore[misc]
 
 
 def default_checkpoint_io(accelerator: Any, strategy: Any) -> str | None:

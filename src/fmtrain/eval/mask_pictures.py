@@ -21,8 +21,8 @@ _CONTEXT, _TARGET = (0.1, 0.8, 0.2), (0.9, 0.15, 0.1)
 def _token_mask(grid: tuple[int, ...], ctx: torch.Tensor, tgt: torch.Tensor) -> np.ndarray:
     """0 = dropped, 1 = context, 2 = target, on the token grid."""
     mask = np.zeros(int(np.prod(grid)), dtype=np.int8)
-    mask[ctx.numpy()] = 1
-    mask[tgt.numpy()] = 2
+    mask[ctx.cpu().numpy()] = 1
+    mask[tgt.cpu().numpy()] = 2
     return mask.reshape(grid)
 
 
@@ -62,7 +62,7 @@ def save_mask_pictures(batch, grid, out_dir: str | Path, sample: int = 0) -> lis
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    volume = batch.inputs[sample, 0].float().numpy()
+    volume = batch.inputs[sample, 0].detach().float().cpu().numpy()
     families = len(batch.contexts)
     shape = tuple(grid.shape)
     cols = 2 if len(shape) == 3 else 1
