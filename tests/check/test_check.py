@@ -332,13 +332,13 @@ def test_reduced_sizes_halve_the_largest_axis_in_whole_patches():
     assert reduced_sizes((4, 16, 16), (4, 16, 16), keep_fraction=0.1) == []  # one patch
 
 
-@pytest.mark.parametrize("accelerator", ["tpu", "gpu"])
+@pytest.mark.parametrize("accelerator", ["tpu", "cuda"])  # an id "gpu" would mark it GPU-only
 def test_an_accelerator_this_machine_lacks_is_refused_unless_the_recipe_trains_elsewhere(
     oct_dataset, tmp_path, accelerator
 ):
     from lightning.pytorch.accelerators import XLAAccelerator
 
-    here = XLAAccelerator.is_available() if accelerator == "tpu" else torch.cuda.is_available()
+    here = torch.cuda.is_available() if accelerator == "cuda" else XLAAccelerator.is_available()
     if here:
         pytest.skip(f"this machine has a {accelerator}")
     report = _check(oct_dataset, tmp_path, f"--trainer.accelerator={accelerator}")

@@ -187,7 +187,10 @@ def _accelerator_here(accelerator: str) -> bool | None:
     if accelerator in ("tpu", "xla"):
         from lightning.pytorch.accelerators import XLAAccelerator
 
-        return XLAAccelerator.is_available()
+        try:
+            return XLAAccelerator.is_available()
+        except Exception:  # with torch-xla but off a TPU VM it asks GCE's metadata server
+            return False
     return None
 
 
