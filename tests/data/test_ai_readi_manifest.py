@@ -13,6 +13,7 @@ from fmtrain.data.volumes.catalog import read_catalog
 from fmtrain.data.volumes.errors import PrepareFailed
 from fmtrain.data.volumes.manifest import MANIFEST_COLUMNS, parse_hint, read_manifest
 from fmtrain.data.volumes.prepare import prepare_dataset
+from tests.data.buckets import upload
 
 # how the release writes the metadata of some rows (one form per row, in turn)
 RELEASE_FORMS = (
@@ -161,8 +162,8 @@ def test_prepare_reads_every_file_of_a_release(oct_dataset, tmp_path):
 def test_a_release_in_a_bucket_resolves_inside_the_bucket(oct_dataset, s3_bucket, tmp_path):
     url, options = s3_bucket
     write_release(oct_dataset, tmp_path / "release")
+    upload(tmp_path / "release", f"{url}/OCTdata", options)
     fs = s3fs.S3FileSystem(**options)
-    fs.put(str(tmp_path / "release") + "/", f"{url.removeprefix('s3://')}/OCTdata/", recursive=True)
     catalog = read_catalog(f"{url}/OCTdata/manifest.tsv", options)
     assert len(catalog.items) == 12 and catalog.skipped == []
     for item in catalog.items:

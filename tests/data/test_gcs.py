@@ -15,23 +15,16 @@ import time
 from pathlib import Path
 
 import gcsfs
-import numpy as np
 import pytest
 import torch
 
 from fmtrain.check.runner import run_check
 from fmtrain.cli import run_cli
-from fmtrain.data import read_volume
 from fmtrain.data.volumes.prepared import PreparedDataset
 from fmtrain.engine.checkpoint_io import AtomicCheckpointIO
 from tests.conftest import TINY_RECIPE
+from tests.data.buckets import assert_bucket_read_equals_local_read, upload
 from tests.data.test_ai_readi_manifest import prepare_tiny, write_release
-
-
-def _upload(folder: Path, url: str, options: dict) -> None:
-    gcsfs.GCSFileSystem(**options).put(
-        f"{folder}/", url.removeprefix("gs://") + "/", recursive=True
-    )
 
 
 def _bucket_args(url: str, options: dict, tmp_path: Path) -> list[str]:
@@ -47,12 +40,7 @@ def _bucket_args(url: str, options: dict, tmp_path: Path) -> list[str]:
 
 def test_read_dicom_from_a_gcs_bucket_equals_the_local_read(oct_dataset, gcs_bucket, tmp_path):
     url, options = gcs_bucket
-    _upload(oct_dataset, f"{url}/raw", options)
-    name = sorted(oct_dataset.rglob("*.dcm"))[0].relative_to(oct_dataset)
-    remote = read_volume(f"{url}/raw/{name}", storage_options=options, cache_dir=str(tmp_path))
-    local = read_volume(str(oct_dataset / name))
-    np.testing.assert_array_equal(remote.array, local.array)
-    assert remote.spacing == local.spacing
+    assert_bucket_read_equals_local_read(oct_dataset, url, options, tmp_path)
 
 
 @pytest.mark.slow
@@ -63,7 +51,7 @@ def test_an_ai_readi_release_in_gcs_prepares_checks_and_fits_with_every_file(
     write_release(oct_dataset, tmp_path / "release")
     devices = {p.name for p in (tmp_path / "release/retinal_oct/structural_oct").iterdir()}
     assert len(devices) == 4, devices  # the release's four device folders
-    _upload(tmp_path / "release", f"{url}/OCTdata", options)
+    upload(tmp_path / "release", f"{url}/OCTdata", options)
     source = f"--data.init_args.source={url}/OCTdata/manifest.tsv"
     args = [source, *_bucket_args(url, options, tmp_path), "--data.init_args.num_workers=0"]
 

@@ -9,31 +9,21 @@ import pytest
 import s3fs
 
 from fmtrain.cli import run_cli
-from fmtrain.data import read_volume
 from fmtrain.data.volumes.prepare import prepare_dataset
 from fmtrain.data.volumes.prepared import PreparedDataset
 from tests.conftest import TINY_RECIPE
-
-
-def _upload(folder, bucket_url, options) -> None:
-    fs = s3fs.S3FileSystem(**options)
-    fs.put(str(folder) + "/", f"{bucket_url.removeprefix('s3://')}/raw/", recursive=True)
+from tests.data.buckets import assert_bucket_read_equals_local_read, upload
 
 
 def test_read_volume_from_a_bucket_equals_the_local_read(oct_dataset, s3_bucket, tmp_path):
     url, options = s3_bucket
-    _upload(oct_dataset, url, options)
-    name = sorted(oct_dataset.rglob("*.dcm"))[0].relative_to(oct_dataset)
-    remote = read_volume(f"{url}/raw/{name}", storage_options=options, cache_dir=str(tmp_path))
-    local = read_volume(str(oct_dataset / name))
-    np.testing.assert_array_equal(remote.array, local.array)
-    assert remote.spacing == local.spacing
+    assert_bucket_read_equals_local_read(oct_dataset, url, options, tmp_path)
 
 
 @pytest.mark.slow
 def test_prepare_into_a_bucket_and_train_from_it(oct_dataset, s3_bucket, tmp_path):
     url, options = s3_bucket
-    _upload(oct_dataset, url, options)
+    upload(oct_dataset, f"{url}/raw", options)
     prepared = f"{url}/prepared"
     dataset = prepare_dataset(
         f"{url}/raw/manifest.tsv",
