@@ -9,7 +9,6 @@ A value is a credential when its key names one (``key``, ``secret``, ``token``,
 
 from __future__ import annotations
 
-import copy
 import re
 from typing import Any
 
@@ -44,8 +43,8 @@ def _redact_value(name: str, value: Any) -> Any:
 
 
 def redact_secrets(value: Any) -> Any:
-    """A copy of `value` (dicts, jsonargparse Namespaces, lists) whose credential-named
-    entries, at any depth, are replaced by `REDACTED`."""
+    """`value` with its containers (dicts, jsonargparse Namespaces, lists) copied and every
+    credential-named entry, at any depth, replaced by `REDACTED`; other leaves are shared."""
     if isinstance(value, Namespace):
         out = Namespace()
         for name, item in vars(value).items():
@@ -55,7 +54,7 @@ def redact_secrets(value: Any) -> Any:
         return {k: _redact_value(str(k), v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(redact_secrets(v) for v in value)
-    return copy.copy(value)
+    return value  # leaves are shared, never changed
 
 
 class RedactingSaveConfigCallback(SaveConfigCallback):
