@@ -4,6 +4,7 @@ disk for `wandb sync`): a short fit logs its scalars, its mask and curve picture
 is read back from its own files."""
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -73,7 +74,14 @@ def test_an_offline_wandb_run_holds_scalars_pictures_recipe_and_checkpoints(
     run.finish()  # a `fmtrain fit` process does this at exit
 
     (run_dir,) = (tmp_path / "wandb").glob(f"offline-run-*-{run_id}")
+    # finish() can return before wandb's service has written the whole log: wait for its
+    # exit record (seen on a loaded 2-core machine: every history record still missing)
+    deadline = time.monotonic() + 60
     records = read_records(run_dir / f"run-{run_id}.wandb")
+    while not any(r.HasField("exit") for r in records):
+        assert time.monotonic() < deadline, "wandb wrote no exit record within 60 s"
+        time.sleep(0.2)
+        records = read_records(run_dir / f"run-{run_id}.wandb")
 
     # scalars: the training loss at every logged step, finite
     history = [r.history for r in records if r.HasField("history")]
