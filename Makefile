@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-video test lint format install clean
+.PHONY: demo demo-video test test-xla lint format install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,9 +35,30 @@ test: lint
 	$(PY) -m pytest -q -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
+# The XLA path (tests/xla) on XLA's CPU backend: torch-xla pins its own torch (2.9.0, a CUDA
+# build from PyPI, about 7 GB with its libraries), so it gets its own environment. Not part of
+# `make test`. On a TPU VM: make test-xla XLA_PJRT_DEVICE=TPU.
+XLA_VENV ?= .venv-xla
+XLA_SPEC ?= torch==2.9.0 torch-xla==2.9.0
+XLA_PJRT_DEVICE ?= CPU
+XLA_STAMP := $(XLA_VENV)/.installed
+
+$(XLA_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(XLA_VENV)
+	$(XLA_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(XLA_VENV)/bin/python -m pip install --quiet $(XLA_SPEC)
+	$(XLA_VENV)/bin/python -m pip install --quiet -e ".[dev]"
+	touch $(XLA_STAMP)
+
+test-xla: $(XLA_STAMP)
+	$(XLA_VENV)/bin/python -c "import torch_xla"  # the tests would skip themselves without it
+	PJRT_DEVICE=$(XLA_PJRT_DEVICE) $(XLA_VENV)/bin/python -m pytest -q -p no:cacheprovider \
+		tests/xla tests/engine/test_xla_recipe.py; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
+
 format: $(STAMP)
 	$(VENV)/bin/ruff format src tests benchmarks
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 
 clean:
-	rm -rf $(VENV) demo_output runs .pytest_cache
+	rm -rf $(VENV) $(XLA_VENV) demo_output runs .pytest_cache

@@ -18,10 +18,11 @@ from typing import Any, ClassVar
 import yaml
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.strategies import XLAStrategy
 
 from fmtrain.engine import batch_finder, checkpoint_io, oom, resume, run_folder
 from fmtrain.engine.announce import announce
-from fmtrain.engine.global_batch import global_batch_mismatch
+from fmtrain.engine.global_batch import GlobalBatchCheck, global_batch_error
 from fmtrain.engine.interrupt import StopOnSignal
 from fmtrain.engine.secrets import RedactingSaveConfigCallback
 from fmtrain.engine.warning_summary import collect_warnings, format_warning_summary
@@ -131,9 +132,37 @@ def data_storage_options(config: Namespace) -> dict | None:
     return dict(options) if options else None
 
 
+def _parser_keys(parser) -> list[str]:  # type: ignore[no-untyped-def]
+    """Every key the parser accepts, dotted (``trainer.max_steps``), without help options."""
+    keys = [a.dest for a in parser._actions if a.dest and not a.dest.endswith(("help", "config"))]
+    return [k for k in keys if k != "==SUPPRESS=="]
+
+
 def _plain(value: Any) -> Any:
     """Sequences as lists, so a recipe's [16, 64, 64] equals a datamodule's (16, 64, 64)."""
     return list(value) if isinstance(value, (list, tuple)) else value
+
+
+class _LinkedValue:
+    """Reads a key that the built datamodule fills (a link's `compute_fn`), and notes a value
+    set by hand that disagrees: the CLI refuses those after instantiation, with a message of
+    its own. A class, not a closure: the parser keeps it, and spawn-type launchers (XLA on a
+    TPU, ddp_spawn) pickle the parser with the trainer's config callback."""
+
+    def __init__(self, target: str, attribute: str | None, given: dict, disagreements: list):
+        self.target, self.attribute = target, attribute
+        self.given, self.disagreements = given, disagreements
+
+    def __call__(self, datamodule: Any) -> Any:
+        value = getattr(datamodule, self.attribute) if self.attribute else datamodule
+        given = self.given.get(self.target, value)
+        if _plain(given) != _plain(value):
+            self.disagreements.append(
+                f"{self.target}={given!r}, but the datamodule's {self.attribute!r} is "
+                f"{value!r}: this key is filled from the data when the recipe is read; "
+                "remove it from the recipe and the command line."
+            )
+        return value
 
 
 class FmtrainCLI(LightningCLI):
@@ -141,6 +170,15 @@ class FmtrainCLI(LightningCLI):
 
     # the model class the arguments select, found before parsing for its declared links
     _recipe_model: ClassVar[type | None] = None
+    #: every key the last parser accepted (``trainer.max_steps``), for suggestions when a
+    #: key is unknown
+    known_keys: ClassVar[tuple[str, ...]] = ()
+
+    def parse_arguments(self, parser, args) -> None:  # type: ignore[no-untyped-def]
+        parsers = getattr(self, "_subcommand_parsers", None) or {"": parser}
+        keys = (k for p in parsers.values() for k in _parser_keys(p))
+        type(self).known_keys = tuple(dict.fromkeys(keys))
+        super().parse_arguments(parser, args)
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -153,6 +191,7 @@ class FmtrainCLI(LightningCLI):
         cls = self._recipe_model
         self._instantiate_links = []
         self._given: dict[str, Any] = {}
+        self._disagreements: list[str] = []
         for link in getattr(cls, "recipe_links", list)():
             if link.source == "data":
                 self._instantiate_links.append((cls, link))
@@ -211,8 +250,8 @@ class FmtrainCLI(LightningCLI):
                 config.trainer.get("accelerator"), config.trainer.get("strategy")
             )
             options = data_storage_options(config)
-            config.trainer.plugins = Namespace(class_path=plugin) if plugin else None
-            if plugin and options:
+            config.trainer.plugins = Namespace(class_path=plugin)
+            if options:
                 config.trainer.plugins.init_args = Namespace(storage_options=options)
 
     def _refuse_values_for_linked_keys(self, config: Namespace) -> None:
@@ -229,23 +268,11 @@ class FmtrainCLI(LightningCLI):
             if (required and given is not None) or (not required and given != default):
                 self._given[link.target] = given
 
-    def _reader(self, link):  # type: ignore[no-untyped-def]
-        def read(datamodule: Any) -> Any:
-            value = getattr(datamodule, link.attribute) if link.attribute else datamodule
-            given = self._given.get(link.target, value)
-            # refused after instantiation, with a message of our own
-            if _plain(given) != _plain(value):
-                self._disagreements.append(
-                    f"{link.target}={given!r}, but the datamodule's {link.attribute!r} is "
-                    f"{value!r}: this key is filled from the data when the recipe is read; "
-                    "remove it from the recipe and the command line."
-                )
-            return value
-
-        return read
+    def _reader(self, link: Any) -> _LinkedValue:
+        return _LinkedValue(link.target, link.attribute, self._given, self._disagreements)
 
     def instantiate_classes(self) -> None:
-        self._disagreements: list[str] = []
+        self._disagreements.clear()
         super().instantiate_classes()
         if self._disagreements:
             raise ValueError(" ".join(self._disagreements))
@@ -284,15 +311,18 @@ class FmtrainCLI(LightningCLI):
 
     def _check_global_batch(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        mismatch = global_batch_mismatch(
-            config.get("global_batch_size"),
+        wanted = config.get("global_batch_size")
+        if wanted is not None and isinstance(self.trainer.strategy, XLAStrategy):
+            self.trainer.callbacks.append(GlobalBatchCheck(wanted))  # the world is known later
+            return
+        message = global_batch_error(
+            wanted,
             self.datamodule.batch_size,
             self.trainer.world_size,
             self.trainer.accumulate_grad_batches,
         )
-        if mismatch:
-            problem, fix = mismatch
-            raise SystemExit(f"{problem}. {fix[0].upper()}{fix[1:]} so the product matches.")
+        if message:
+            raise SystemExit(message)
 
 
 def build_recipe(

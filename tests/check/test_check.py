@@ -332,21 +332,56 @@ def test_reduced_sizes_halve_the_largest_axis_in_whole_patches():
     assert reduced_sizes((4, 16, 16), (4, 16, 16), keep_fraction=0.1) == []  # one patch
 
 
-@pytest.mark.parametrize("accelerator", ["tpu", "cuda"])  # an id "gpu" would mark it GPU-only
-def test_an_accelerator_this_machine_lacks_is_refused_unless_the_recipe_trains_elsewhere(
-    oct_dataset, tmp_path, accelerator
-):
-    from lightning.pytorch.accelerators import XLAAccelerator
+XLA_RECIPE = REPO / "tests" / "xla" / "recipe_xla.yaml"
 
-    here = torch.cuda.is_available() if accelerator == "cuda" else XLAAccelerator.is_available()
+
+# "gpu" as an id would mark the case GPU-only; the XLA class is fmtrain's PJRTAccelerator
+@pytest.mark.parametrize(
+    "recipe_args",
+    [["--trainer.accelerator=tpu"], ["--trainer.accelerator=cuda"], ["--config", str(XLA_RECIPE)]],
+    ids=["tpu", "cuda", "xla-class"],
+)
+def test_an_accelerator_this_machine_lacks_is_refused_unless_the_recipe_trains_elsewhere(
+    oct_dataset, tmp_path, recipe_args
+):
+    from fmtrain.engine.xla import PJRTAccelerator
+
+    here = torch.cuda.is_available() if "cuda" in recipe_args[0] else PJRTAccelerator.is_available()
     if here:
-        pytest.skip(f"this machine has a {accelerator}")
-    report = _check(oct_dataset, tmp_path, f"--trainer.accelerator={accelerator}")
-    problem = _error(report, "trainer.accelerator", "this machine has none")
+        pytest.skip(f"this machine has {recipe_args}")
+    report = _check(oct_dataset, tmp_path, *recipe_args)
+    problem = _error(report, "trainer.accelerator", "fit would stop here")
     assert "--elsewhere" in problem.fix
+    if "cuda" not in recipe_args[0]:
+        assert "torch-xla" in problem.message  # what is missing, said
     args = [f"--data.init_args.source={oct_dataset}/manifest.tsv"]
-    args += [f"--trainer.default_root_dir={tmp_path}", f"--trainer.accelerator={accelerator}"]
+    args += [f"--trainer.default_root_dir={tmp_path}", *recipe_args]
     report = run_check(str(TINY_RECIPE), args, str(tmp_path / "check2"), elsewhere=True)
     assert not report.errors, [str(p) for p in report.errors]
     assert any(p.key == "trainer.accelerator" and p.severity == "warning" for p in report.problems)
     assert report.stages  # the step still ran, here on the CPU
+
+
+@pytest.mark.parametrize(
+    ("name", "fix"),
+    [("TPU", "use one of auto, cpu, cuda, gpu, mps, tpu"), ("gpus", "use one of"),
+     ("fmtrain.engine.xla.PJRTAccelerator", "{class_path: fmtrain.engine.xla.PJRTAccelerator}")],
+)  # fmt: skip
+def test_an_accelerator_name_lightning_does_not_know_is_refused_with_how_to_write_it(
+    oct_dataset, tmp_path, name, fix
+):
+    report = _check(oct_dataset, tmp_path, f"--trainer.accelerator={name}")
+    problem = _error(report, "trainer.accelerator", "not an accelerator Lightning knows")
+    assert fix in problem.fix, problem.fix
+
+
+def test_a_gpu_precision_on_xla_is_refused_with_the_one_xla_takes(oct_dataset, tmp_path):
+    args = [f"--data.init_args.source={oct_dataset}/manifest.tsv"]
+    args += [f"--trainer.default_root_dir={tmp_path}", "--trainer.accelerator=tpu"]
+    mixed = run_check(str(TINY_RECIPE), [*args, "--trainer.precision=bf16-mixed"],
+                      str(tmp_path / "a"), elsewhere=True)  # fmt: skip
+    problem = _error(mixed, "trainer.precision", "bf16-mixed on XLA")
+    assert "bf16-true" in problem.fix
+    true = run_check(str(TINY_RECIPE), [*args, "--trainer.precision=bf16-true"],
+                     str(tmp_path / "b"), elsewhere=True)  # fmt: skip
+    assert not true.errors, [str(p) for p in true.errors]

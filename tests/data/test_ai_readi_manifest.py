@@ -2,6 +2,7 @@
 hints that never cost a file, and `filepath`s that begin with "/" are relative to the
 dataset's root, on local disk and in a bucket (a real S3 server on loopback)."""
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -9,10 +10,13 @@ from pathlib import Path
 import pytest
 import s3fs
 
+from fmtrain.check.runner import run_check
+from fmtrain.cli import main, run_cli
 from fmtrain.data.volumes.catalog import read_catalog
 from fmtrain.data.volumes.errors import PrepareFailed
 from fmtrain.data.volumes.manifest import MANIFEST_COLUMNS, parse_hint, read_manifest
 from fmtrain.data.volumes.prepare import prepare_dataset
+from tests.conftest import TINY_RECIPE
 from tests.data.buckets import upload
 
 # how the release writes the metadata of some rows (one form per row, in turn)
@@ -157,6 +161,28 @@ def test_prepare_reads_every_file_of_a_release(oct_dataset, tmp_path):
     counts = dataset.summary["counts"]
     assert counts["written"] == 12 and counts["skipped"] == 0
     assert dataset.summary["unread_manifest_hints"] == {"width": 1}
+
+
+@pytest.mark.slow
+def test_a_release_on_local_disk_goes_through_prepare_check_and_fit_with_every_file(
+    oct_dataset, tmp_path
+):
+    manifest = write_release(oct_dataset, tmp_path / "release")
+    prepared = tmp_path / "prepared"
+    main(["prepare", str(manifest), str(prepared), "--size=[8,32,32]",
+          "--spacing=[0.75,0.06,0.19]", '--split_fractions={"train": 0.75, "val": 0.25}',
+          "--workers=1", "--progress=false"])  # fmt: skip
+    summary = json.loads((prepared / "summary.json").read_text())
+    assert summary["counts"]["written"] == 12 and summary["counts"]["skipped"] == 0
+    assert summary["unread_manifest_hints"] == {"width": 1}
+    args = [f"--data.init_args.source={manifest}", f"--data.init_args.prepared={prepared}"]
+    args += [f"--trainer.default_root_dir={tmp_path}", "--data.init_args.num_workers=0"]
+    args += [f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    report = run_check(str(TINY_RECIPE), args, str(tmp_path / "check"))
+    assert not report.errors, "\n".join(str(p) for p in report.problems)
+    cli = run_cli(["fit", "--config", str(TINY_RECIPE), *args, "--trainer.max_steps=3"])
+    assert cli.trainer.global_step == 3
+    assert len(cli.datamodule.train_set) + len(cli.datamodule.val_set) == 12  # every file
 
 
 def test_a_release_in_a_bucket_resolves_inside_the_bucket(oct_dataset, s3_bucket, tmp_path):

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from io import BytesIO
 from pathlib import Path
 
 import gcsfs
@@ -157,3 +158,23 @@ def test_kill_mid_run_and_resume_from_checkpoints_in_gcs(oct_dataset, gcs_bucket
     assert last["global_step"] == newest + 2
     weights = [v for v in last["state_dict"].values() if v.is_floating_point()]
     assert weights and all(torch.isfinite(v).all() for v in weights)
+
+
+def test_a_commit_marker_is_judged_against_the_object_as_it_is_now(gcs_bucket):
+    """fsspec shares one filesystem per bucket in a process and caches its listings: after a
+    listing, a checkpoint replaced by another process (the run being resumed) must not be
+    judged by the size listed before."""
+    url, options = gcs_bucket
+    io = AtomicCheckpointIO(options)
+    io.save_checkpoint({"global_step": 1, "w": torch.zeros(4)}, f"{url}/ckpt/last.ckpt")
+    path = f"{url.removeprefix('gs://')}/ckpt/last.ckpt"
+    assert gcsfs.GCSFileSystem(**options).ls(path.rsplit("/", 1)[0])  # the listing is cached
+    # another process replaces it, by the commit protocol, through its own filesystem
+    other_process = gcsfs.GCSFileSystem(**options, skip_instance_cache=True)
+    buffer = BytesIO()
+    torch.save({"global_step": 2, "w": torch.zeros(4096)}, buffer)
+    other_process.rm(f"{path}.complete")
+    other_process.pipe_file(path, buffer.getvalue())
+    record = {"size": len(buffer.getvalue()), "global_step": 2}
+    other_process.pipe_file(f"{path}.complete", json.dumps(record).encode())
+    assert io.load_checkpoint(f"{url}/ckpt/last.ckpt", weights_only=False)["global_step"] == 2

@@ -156,6 +156,13 @@ def test_ddp_two_ranks_read_disjoint_shards_and_resume(oct_dataset, tmp_path):
     )
 
 
+def test_ddp_spawn_pickles_the_run_into_its_processes_and_resumes(oct_dataset, tmp_path):
+    # Spawn-type launchers (ddp_spawn here; XLA on a TPU works the same way) pickle the
+    # trainer, the model and the recipe parser into each process: nothing in them may be a
+    # closure, a local class or an SDPA kernel enum.
+    _fit_and_resume(oct_dataset, tmp_path / "spawn", "ddp_spawn")
+
+
 def test_fsdp_two_ranks_on_cpu_keep_the_ema_target_aligned_and_resume(oct_dataset, tmp_path):
     # EMA momentum 0: after every step the target must equal the encoder exactly, which holds
     # only when each rank updates a target shard from the same slice of the encoder (with

@@ -20,6 +20,12 @@ from typing import Any
 import torch
 
 from fmtrain.check.batches import check_batch, check_dataset_size, mask_statistics
+from fmtrain.check.device import (
+    accelerator_name,
+    check_accelerator_here,
+    check_device,
+    check_xla_precision,
+)
 from fmtrain.check.fixes import fix_for, recipe_key
 from fmtrain.check.parse_errors import explain_parse_error
 from fmtrain.check.problems import CheckReport
@@ -30,6 +36,7 @@ from fmtrain.check.synthetic import synthetic_overrides
 from fmtrain.check.values import check_stored_values, scan_batches
 from fmtrain.core.debug import debug_requested
 from fmtrain.engine.global_batch import global_batch_mismatch
+from fmtrain.engine.xla import is_xla
 from fmtrain.eval.mask_pictures import save_mask_pictures
 from fmtrain.recipe import FmtrainCLI, build_recipe, data_storage_options
 
@@ -87,35 +94,24 @@ class _CheckCLI(FmtrainCLI):
     replaced by a scratch folder so that the rest of the recipe can still be checked."""
 
     report: CheckReport
-    known_keys: tuple[str, ...] = ()
-
-    def parse_arguments(self, parser, args) -> None:  # type: ignore[no-untyped-def]
-        # kept for suggestions: the keys a misspelled one is compared with
-        type(self).known_keys = tuple(_parser_keys(parser))
-        super().parse_arguments(parser, args)
 
     def before_instantiate_classes(self) -> None:
-        super().before_instantiate_classes()
-        _check_storage(self.report, self.config)
         trainer = self.config.trainer
         self.recipe_trainer = {
             k: trainer.get(k)
             for k in ("accelerator", "devices", "num_nodes", "strategy", "precision")
         }
         self.recipe_trainer["accumulate_grad_batches"] = trainer.get("accumulate_grad_batches") or 1
-        self.recipe_loggers = trainer.get("logger")
-        cuda = torch.cuda.is_available()
-        trainer.accelerator = "gpu" if cuda else "cpu"
+        # before the recipe's defaults are filled in, so that they are this machine's (the
+        # checkpoint IO of a TPU recipe needs torch-xla)
+        trainer.accelerator = "gpu" if torch.cuda.is_available() else "cpu"
         trainer.devices, trainer.num_nodes, trainer.strategy = 1, 1, "auto"
+        super().before_instantiate_classes()
+        _check_storage(self.report, self.config)
+        self.recipe_loggers = trainer.get("logger")
         trainer.logger = False
         trainer.enable_progress_bar = False
         trainer.enable_model_summary = False
-
-
-def _parser_keys(parser) -> list[str]:  # type: ignore[no-untyped-def]
-    """Every key the parser accepts, dotted (``trainer.max_steps``), without help options."""
-    keys = [a.dest for a in parser._actions if a.dest and not a.dest.endswith(("help", "config"))]
-    return [k for k in keys if k != "==SUPPRESS=="]
 
 
 def _build(report: CheckReport, args: list[str]):
@@ -176,64 +172,6 @@ def _check_storage(report: CheckReport, config) -> None:
         save_dir = getattr(getattr(logger, "init_args", None), "save_dir", None)
         if save_dir and save_dir != root:
             probe_writable(report, f"trainer.logger[{i}].init_args.save_dir", save_dir)
-
-
-def _accelerator_here(accelerator: str) -> bool | None:
-    """Whether this machine has `accelerator` (None: a name that needs no device)."""
-    if accelerator in ("gpu", "cuda"):
-        return torch.cuda.is_available()
-    if accelerator == "mps":
-        return torch.backends.mps.is_available()
-    if accelerator in ("tpu", "xla"):
-        from lightning.pytorch.accelerators import XLAAccelerator
-
-        try:
-            return XLAAccelerator.is_available()
-        except Exception:  # with torch-xla but off a TPU VM it asks GCE's metadata server
-            return False
-    return None
-
-
-def _check_accelerator_here(report: CheckReport, accelerator: str, elsewhere: bool) -> None:
-    """An accelerator the machine lacks: refused, or, for a recipe that trains elsewhere,
-    said (the step below ran on the CPU, so its timings are not the target's)."""
-    if _accelerator_here(accelerator) is not False:
-        return
-    message = f"the recipe asks for trainer.accelerator={accelerator!r}; this machine has none"
-    if elsewhere:
-        fix = "run check on the training machine for real timings"
-        report.add("warning", "trainer.accelerator", f"{message}; the step below ran on the CPU",
-                   fix, "device")  # fmt: skip
-        return
-    report.add(
-        "error",
-        "trainer.accelerator",
-        message + " (fit would stop here)",
-        "run check on the machine that trains, or add --elsewhere to check the recipe here "
-        "on the CPU for a machine that has it",
-        "device",
-    )
-
-
-def _check_device(report: CheckReport, precision: str, accelerator: str) -> None:
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
-    if on_cpu and precision.startswith("16"):
-        report.add(
-            "error",
-            "trainer.precision",
-            f"{precision} on the CPU: there is no fp16 autocast there (Lightning would quietly "
-            "train in bf16-mixed instead, not what the recipe says)",
-            "use trainer.precision=bf16-mixed or 32-true on the CPU",
-            "device",
-        )
-    if "bf16" in precision and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
-        report.add(
-            "error",
-            "trainer.precision",
-            f"{precision} on {torch.cuda.get_device_name()}, which has no bf16",
-            "use trainer.precision=16-mixed (with loss scaling) or 32-true",
-            "device",
-        )
 
 
 def _check_workers(report: CheckReport, workers: int) -> None:
@@ -306,14 +244,17 @@ def _run_check(
     if cli is None:
         return _finish(report, out_dir or "check_output", start)
     rt = cli.recipe_trainer
-    devices, known = _count_devices(rt["devices"], str(rt["accelerator"]))
+    devices, known = _count_devices(rt["devices"], accelerator_name(rt["accelerator"]))
     world = devices * int(rt["num_nodes"] or 1)
     if not known:
         fix = "give trainer.devices as a number for the batch arithmetic"
         report.add("warning", "trainer.devices", f"{rt['devices']!r} counted as 1", fix, "batch")
-    _check_accelerator_here(report, str(rt["accelerator"] or "auto"), elsewhere)
+    check_accelerator_here(report, rt["accelerator"], elsewhere)
     precision = str(rt["precision"] or "32-true")
-    _check_device(report, precision, str(rt["accelerator"] or "auto"))
+    if is_xla(rt["accelerator"], rt["strategy"]):
+        check_xla_precision(report, precision)
+    else:
+        check_device(report, precision, accelerator_name(rt["accelerator"]))
     _check_global_batch(report, cli, world)
     check_schedules(report, cli.model, cli.trainer.max_steps)
     out = Path(out_dir or Path(cli.config.trainer.get("default_root_dir") or "runs") / "check")

@@ -8,21 +8,17 @@ classes a recipe can name (`fmtrain.cli.recipe_help`).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 __all__ = ["known_keys", "run_recipe"]
 
-_KNOWN: list[str] = []  # the last parser's keys, for suggestions when a key is unknown
-
 
 def known_keys() -> list[str]:
     """Every key the last recipe parser accepted (``trainer.max_steps``, ...)."""
-    return list(_KNOWN)
-
-
-def _parser_keys(parser) -> list[str]:  # type: ignore[no-untyped-def]
-    keys = [a.dest for a in parser._actions if a.dest and not a.dest.endswith(("help", "config"))]
-    return [k for k in keys if k != "==SUPPRESS=="]
+    # no recipe was parsed unless the module is loaded, and loading it would load Lightning
+    recipe = sys.modules.get("fmtrain.recipe")
+    return list(recipe.FmtrainCLI.known_keys) if recipe is not None else []
 
 
 def run_recipe(argv: Sequence[str], *, description: str, from_shell: bool) -> None:
@@ -36,19 +32,11 @@ def run_recipe(argv: Sequence[str], *, description: str, from_shell: bool) -> No
     """
     from fmtrain.recipe import FmtrainCLI, build_recipe
 
-    class _CommandCLI(FmtrainCLI):
-        def parse_arguments(self, parser, args) -> None:  # type: ignore[no-untyped-def]
-            parsers = getattr(self, "_subcommand_parsers", None) or {"": parser}
-            _KNOWN[:] = dict.fromkeys(k for p in parsers.values() for k in _parser_keys(p))
-            super().parse_arguments(parser, args)
-
     raising = {"exit_on_error": False}
     kwargs = {"description": description, **raising, "fit": raising, "validate": raising}
     help_asked = any(arg in ("-h", "--help") for arg in argv)
     try:
-        build_recipe(
-            None if from_shell else list(argv), cli_class=_CommandCLI, parser_kwargs=kwargs
-        )
+        build_recipe(None if from_shell else list(argv), cli_class=FmtrainCLI, parser_kwargs=kwargs)
     except SystemExit as stop:
         if help_asked and stop.code in (0, None):
             from fmtrain.cli.recipe_help import classes_section

@@ -30,9 +30,11 @@ from typing import Any
 
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.plugins.io import TorchCheckpointIO, XLACheckpointIO
+from lightning_utilities.core.apply_func import apply_to_collection
 
 from fmtrain.core.storage import filesystem, is_remote
+from fmtrain.engine.xla import is_xla
 
 log = logging.getLogger("fmtrain")
 
@@ -59,6 +61,10 @@ def read_marker(url: str, storage_options: dict[str, Any] | None = None) -> dict
     """
     fs, path = filesystem(url, storage_options)
     marker = marker_url(path)
+    # fsspec shares one filesystem per bucket and options in a process, and its listings are
+    # cached: a folder listed before the last save would report the old object's size.
+    fs.invalidate_cache(path)
+    fs.invalidate_cache(marker)
     if not fs.exists(marker):
         raise IncompleteCheckpointError(
             f"{url}: no commit marker {marker_url(url)}, so its save did not finish (the run "
@@ -74,6 +80,17 @@ def read_marker(url: str, storage_options: dict[str, Any] | None = None) -> dict
             "loaded; resume from an earlier checkpoint (`fmtrain fit --resume=true`)."
         )
     return record
+
+
+def on_host(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """`checkpoint` with its XLA tensors copied to the host; other tensors are left as they are.
+
+    ``torch.save`` of an XLA tensor records the device, so loading it would need torch-xla and
+    the device; a checkpoint must load anywhere (an export on a laptop, a probe on a GPU).
+    """
+    return apply_to_collection(
+        checkpoint, torch.Tensor, lambda t: t.cpu() if t.device.type == "xla" else t
+    )
 
 
 def _fsync_dir(folder: str) -> None:
@@ -106,6 +123,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
     ) -> None:
         url = os.fspath(path)
+        checkpoint = on_host(checkpoint)
         if is_remote(url):
             self._save_remote(checkpoint, url, storage_options or self.storage_options)
         else:
@@ -171,6 +189,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             fs.rm(inner)
 
 
+class XLAAtomicCheckpointIO(AtomicCheckpointIO, XLACheckpointIO):
+    """`AtomicCheckpointIO` in the type Lightning's XLA strategies require: they accept only
+    an `XLACheckpointIO`, whose own saves are a plain ``torch.save`` to the path (a ``gs://``
+    URL fails, no commit marker, no atomic rename). The checkpoint's XLA tensors are copied to
+    the host first (`on_host`), as Lightning's does. Needs torch-xla to be built."""
+
+
 class BucketAwareModelCheckpoint(ModelCheckpoint):
     """Lightning's `ModelCheckpoint` (recipe key ``checkpoint``, same arguments), reaching a
     bucket with the checkpoint IO's storage options.
@@ -199,13 +224,8 @@ class BucketAwareModelCheckpoint(ModelCheckpoint):
         super()._ModelCheckpoint__warn_if_dir_not_empty(dirpath)  # type: ignore[misc]
 
 
-def default_checkpoint_io(accelerator: Any, strategy: Any) -> str | None:
-    """The class path that makes `AtomicCheckpointIO` the default `trainer.plugins`, or None.
-
-    XLA (TPU) keeps Lightning's `XLACheckpointIO`: it must move XLA tensors to the host with
-    ``xm.save``, which plain ``torch.save`` cannot do.
-    """
-    names = f"{accelerator} {strategy}".lower()
-    if "xla" in names or "tpu" in names:
-        return None
-    return f"{__name__}.{AtomicCheckpointIO.__name__}"
+def default_checkpoint_io(accelerator: Any, strategy: Any) -> str:
+    """The class path of the default `trainer.plugins`: `AtomicCheckpointIO`, or on XLA the
+    same in the type Lightning's XLA strategies require."""
+    io = XLAAtomicCheckpointIO if is_xla(accelerator, strategy) else AtomicCheckpointIO
+    return f"{__name__}.{io.__name__}"

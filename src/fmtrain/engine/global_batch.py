@@ -6,6 +6,10 @@ it; both describe it with the same words so a user sees one message, not two dia
 
 from __future__ import annotations
 
+from typing import Any
+
+from lightning.pytorch.callbacks import Callback
+
 
 def global_batch_mismatch(
     wanted: int | None, per_device: int, world: int, accumulate: int
@@ -23,3 +27,31 @@ def global_batch_mismatch(
     )
     fix = f"set trainer.accumulate_grad_batches={suggested} or change data.batch_size"
     return problem, fix
+
+
+def global_batch_error(wanted: int | None, per_device: int, world: int, accumulate: int) -> str:
+    """The message `fit` stops with on a mismatch ('' when the product matches)."""
+    mismatch = global_batch_mismatch(wanted, per_device, world, accumulate)
+    if mismatch is None:
+        return ""
+    problem, fix = mismatch
+    return f"{problem}. {fix[0].upper()}{fix[1:]} so the product matches."
+
+
+class GlobalBatchCheck(Callback):
+    """The same rule, judged inside the launched processes, for strategies whose world is
+    known only there: Lightning's XLA strategy reports a world of 1 until it has started one
+    process per device on every host (the XLA runtime then says how many there are)."""
+
+    def __init__(self, global_batch_size: int) -> None:
+        self.global_batch_size = global_batch_size
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        message = global_batch_error(
+            self.global_batch_size,
+            trainer.datamodule.batch_size,
+            trainer.world_size,
+            trainer.accumulate_grad_batches,
+        )
+        if message:
+            raise ValueError(f"fmtrain fit: {message}")

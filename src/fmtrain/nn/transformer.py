@@ -60,8 +60,15 @@ class Attention(nn.Module):
     def set_attention_backend(self, backend: str) -> None:
         """Allow only the SDPA kernels of `backend` ("auto", "flash", "efficient", "math",
         "cudnn")."""
-        self.kernels = attention_kernels(backend)
+        attention_kernels(backend)  # refuses an unknown name now, not at the first step
+        # the name, not the kernels: SDPBackend values cannot be pickled, and spawn-type
+        # launchers (XLA on a TPU, ddp_spawn) pickle the model into each process
         self.backend = backend
+
+    @property
+    def kernels(self) -> list[SDPBackend]:
+        """The SDPA kernels this attention may use, best first."""
+        return attention_kernels(self.backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
