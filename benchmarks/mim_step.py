@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from fmtrain.masks import HierarchicalMask
+from fmtrain.masks.regions import LevelRegion
 from fmtrain.methods.configs import DecoderConfig
 from fmtrain.methods.mim import MiMModule
 from fmtrain.nn.encoder import ViTEncoder
@@ -78,8 +79,9 @@ def measure(encoder_name: str, size_name: str, args) -> dict:
         pairs = sampler.sample(module.grid.shape, args.batch, rng)
         contexts = [p.context.to(device) for p in pairs]
         targets = [p.target.to(device) for p in pairs]
+        regions = [LevelRegion(p.region.start.to(device), p.region.shape) for p in pairs]
         with torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
-            loss = model(x, contexts, targets).loss
+            loss = model(x, contexts, targets, regions).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

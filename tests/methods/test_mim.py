@@ -40,17 +40,18 @@ def build(case: str, **kwargs) -> tuple[MiMModule, HierarchicalMask]:
 
 
 def masks(sampler, module, batch, seed=0):
+    """Per level: contexts, targets and boxes, as the batch carries them."""
     pairs = sampler.sample(module.grid.shape, batch, np.random.default_rng(seed))
-    return [p.context for p in pairs], [p.target for p in pairs]
+    return [p.context for p in pairs], [p.target for p in pairs], [p.region for p in pairs]
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c != "spark-128"])
 def test_shapes_and_losses_at_every_size(case):
     torch.manual_seed(0)
     module, sampler = build(case, cross_level=CrossLevelConfig(infonce_weight=0.1))
-    contexts, targets = masks(sampler, module, batch=2)
+    contexts, targets, regions = masks(sampler, module, batch=2)
     x = torch.randn(2, 1, *module.grid.input_size)
-    out = module.method(x, contexts, targets)
+    out = module.method(x, contexts, targets, regions)
     assert torch.isfinite(out.loss) and out.loss.ndim == 0
     assert len(out.level_losses) == sampler.levels
     assert all(torch.isfinite(v) for v in out.level_losses)
@@ -70,9 +71,9 @@ def test_128_cubed_three_levels_forward_shapes():
     """128^3 on a CPU: one sample, forward only (a training step there takes ~20 s)."""
     torch.manual_seed(0)
     module, sampler = build("spark-128")
-    contexts, targets = masks(sampler, module, batch=1)
+    contexts, targets, regions = masks(sampler, module, batch=1)
     with torch.no_grad():
-        out = module.method(torch.randn(1, 1, 128, 128, 128), contexts, targets)
+        out = module.method(torch.randn(1, 1, 128, 128, 128), contexts, targets, regions)
     assert len(out.level_losses) == 3 and torch.isfinite(out.loss)
     assert out.features.shape[:2] == contexts[0].shape
 
@@ -94,11 +95,9 @@ def test_a_finer_level_reads_only_its_own_box():
     torch.manual_seed(0)
     module, sampler = build("spark-64")
     module.eval()
-    contexts, targets = masks(sampler, module, batch=2, seed=3)
+    contexts, targets, regions = masks(sampler, module, batch=2, seed=3)
     x = torch.randn(2, 1, 64, 64, 64)
-    from fmtrain.masks.regions import level_regions
-
-    region = level_regions(contexts, targets, module.grid.shape)[1]
+    region = regions[1]
     outside = torch.ones_like(x, dtype=torch.bool)
     for b, start in enumerate(region.start.tolist()):
         box = tuple(slice(16 * s, 16 * (s + e)) for s, e in zip(start, region.shape, strict=True))
@@ -118,13 +117,13 @@ def test_learns_on_a_fixed_batch(case, location_loss):
     torch.manual_seed(0)
     cross = CrossLevelConfig(location_loss=location_loss, infonce_weight=0.1)
     module, sampler = build(case, cross_level=cross)
-    contexts, targets = masks(sampler, module, batch=4)
+    contexts, targets, regions = masks(sampler, module, batch=4)
     # smooth inputs: something a reconstruction can learn in a few steps
     x = torch.nn.functional.avg_pool3d(torch.randn(4, 1, 16, 64, 64), 5, 1, 2)
     opt = torch.optim.AdamW(module.method.parameters(), lr=2e-3)
     first = None
     for _ in range(25):
-        out = module.method(x, contexts, targets)
+        out = module.method(x, contexts, targets, regions)
         opt.zero_grad()
         out.loss.backward()
         opt.step()
@@ -144,12 +143,9 @@ def test_refusals_name_the_key():
     module, _ = build("spark-64")
     pairs = RandomPatch(ratio=0.6).sample(module.grid.shape, 2, np.random.default_rng(0))
     x = torch.randn(2, 1, 64, 64, 64)
-    # two RandomPatch families cover the whole grid twice: level 1 is not inside a box
-    # of its own, yet it is a box (the grid); hidden counts differ -> still a cover. A
-    # family that misses tokens is not:
-    short = [pairs[0].target[:, :-1]] * 2
+    # masks drawn over the whole grid carry no box: not levels MiM can nest
     with pytest.raises(ValueError, match="HierarchicalMask"):
-        module.method(x, [pairs[0].context] * 2, short)
+        module.method(x, [pairs[0].context] * 2, [pairs[0].target] * 2, [pairs[0].region] * 2)
     with pytest.raises(ValueError, match=r"\d level\(s\) but the batch carries 1"):
         module.forward_batch(type("B", (), {"contexts": [pairs[0].context], "targets": []})())
 

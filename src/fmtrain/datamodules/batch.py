@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from fmtrain.masks.base import MaskSampler
+from fmtrain.masks.regions import LevelRegion
 
 
 @dataclass
@@ -20,12 +21,15 @@ class MaskedBatch:
         contexts: per mask family, int64 [B, Nc] indices into the flattened token grid.
         targets: per mask family, int64 [B, Nt] indices, disjoint from the contexts.
         sample_ids: int64 [B] dataset index of each sample.
+        regions: per mask family, the box of the grid it is confined to (`MaskPair.region`:
+            hierarchical levels), or None for a family drawn over the whole grid.
     """
 
     inputs: torch.Tensor
     contexts: list[torch.Tensor] = field(default_factory=list)
     targets: list[torch.Tensor] = field(default_factory=list)
     sample_ids: torch.Tensor | None = None
+    regions: list[LevelRegion | None] = field(default_factory=list)
 
     def head(self, size: int) -> MaskedBatch:
         """The first `size` samples, with their masks (for single-sample checks)."""
@@ -34,6 +38,9 @@ class MaskedBatch:
             contexts=[c[:size] for c in self.contexts],
             targets=[t[:size] for t in self.targets],
             sample_ids=None if self.sample_ids is None else self.sample_ids[:size],
+            regions=[
+                r if r is None else LevelRegion(r.start[:size], r.shape) for r in self.regions
+            ],
         )
 
 
@@ -59,4 +66,5 @@ class MaskCollator:
             contexts=[p.context for p in pairs],
             targets=[p.target for p in pairs],
             sample_ids=torch.as_tensor(list(ids), dtype=torch.int64),
+            regions=[p.region for p in pairs],
         )

@@ -27,7 +27,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from fmtrain.masks.regions import crop_boxes, ravel_coordinates
 
@@ -140,7 +139,7 @@ def spatial_info_nce(
     parent: torch.Tensor,
     parent_index: torch.Tensor,
     temperature: float = 0.1,
-) -> tuple[torch.Tensor, int]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """InfoNCE between the same token location at a child and its parent level.
 
     Args:
@@ -152,19 +151,16 @@ def spatial_info_nce(
         (loss, anchors): the mean over every child token also visible at the parent level,
         whose positive is that parent token and whose negatives are the parent's other
         visible tokens of the same sample; a zero loss (with a graph) when no location is
-        visible at both levels.
+        visible at both levels. `anchors` is a 0-d tensor, left on the device.
     """
-    # which locations pair up is read off the (real) indices: kept real, also while `check`
-    # traces the step on fake tensors, so the number of anchors is known
-    with unset_fake_temporarily():
-        same = child_index[:, :, None] == parent_index[:, None, :]  # [B, Kc, Kp]
-        rows = same.any(-1).nonzero(as_tuple=True)  # (sample, child token) of every anchor
-        target = same.float().argmax(-1)[rows]
-    anchors = int(rows[0].numel())
-    if anchors == 0:
-        return (child.sum() + parent.sum()) * 0.0, 0
+    # Every child token gets a term, weighted 1 when its location is visible at the parent
+    # and 0 when not: the anchors are never counted on the host, and the shapes stay fixed.
+    same = child_index[:, :, None] == parent_index[:, None, :]  # [B, Kc, Kp]
+    weight = same.any(-1).float()  # [B, Kc]
+    target = same.float().argmax(-1)  # the parent position of each anchor's location
     c = F.normalize(child.float(), dim=-1)
     p = F.normalize(parent.float(), dim=-1)
     logits = torch.einsum("bkd,bjd->bkj", c, p) / temperature
-    loss = F.cross_entropy(logits[rows], target)
-    return loss, anchors
+    terms = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
+    anchors = weight.sum()
+    return (terms * weight.flatten()).sum() / anchors.clamp_min(1.0), anchors

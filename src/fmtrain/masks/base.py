@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from fmtrain.masks.regions import LevelRegion
+
 __all__ = ["MaskPair", "MaskSampler"]
 
 
@@ -25,10 +27,14 @@ class MaskPair:
             ascending and unique, with Nc >= the sampler's `min_context_tokens`.
         target: int64 [B, Nt] indices, each row sorted ascending, unique, non-empty and
             disjoint from the same row of `context`.
+        region: for a family confined to one box of the grid (a hierarchical level), that
+            box, whose tokens `context` and `target` list exactly; None for a family drawn
+            over the whole grid.
     """
 
     context: torch.Tensor
     target: torch.Tensor
+    region: LevelRegion | None = None
 
 
 class MaskSampler:

@@ -13,7 +13,8 @@ and every token of a region is hidden equally often.
 `sample` returns one `MaskPair` per level (`num_families() == levels`). Every level's
 indices address the FULL grid flattened row-major, like every other sampler: level 0 covers
 the whole grid; level l > 0 covers only the tokens of its region, hidden ones in `target`,
-visible ones in `context`, so that collate and batching need no change. `sample_with_regions`
+visible ones in `context`, and its `region` says where the box lies (a method reads it
+instead of recovering it from the indices on the host). `sample_with_regions`
 also returns the regions, int64 [levels, B, 2 * ndim] of (start, stop) per axis, interleaved
 as (start_0, stop_0, start_1, stop_1, ...), for a cross-level loss that must find the same
 location at adjacent levels. Level 0's region is always the whole grid.
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 
 from fmtrain.masks.base import MaskPair, MaskSampler
+from fmtrain.masks.regions import LevelRegion
 
 __all__ = ["HierarchicalMask"]
 
@@ -245,6 +247,7 @@ class HierarchicalMask(MaskSampler):
         return MaskPair(
             context=torch.from_numpy(index[~is_target].reshape(batch, -1).astype(np.int64)),
             target=torch.from_numpy(index[is_target].reshape(batch, hidden).astype(np.int64)),
+            region=LevelRegion(torch.from_numpy(regions[:, 0::2].astype(np.int64)), shape),
         )
 
     def describe(self, grid: Sequence[int], batch_size: int = 8, batches: int = 16) -> str:

@@ -28,7 +28,6 @@ from typing import Literal
 
 import torch
 from torch import nn
-from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from fmtrain.losses.cross_level import (
     byol_location_loss,
@@ -39,7 +38,7 @@ from fmtrain.losses.cross_level import (
     scatter_to_grid,
     spatial_info_nce,
 )
-from fmtrain.masks.regions import LevelRegion, level_regions
+from fmtrain.masks.regions import LevelRegion
 from fmtrain.methods.base import MethodOutput, PretrainMethod
 from fmtrain.methods.configs import DecoderConfig, OptimizerConfig
 from fmtrain.methods.links import RecipeLink
@@ -146,13 +145,17 @@ class MiM(nn.Module):
         inputs: torch.Tensor,
         contexts: Sequence[torch.Tensor],
         targets: Sequence[torch.Tensor],
+        regions: Sequence[LevelRegion | None],
     ) -> MiMOutput:
         """Args: inputs [B, C, *input_size]; contexts/targets per level, int64 [B, K] indices
-        into the full token grid (one `HierarchicalMask` family per level)."""
-        # The boxes are host-side arithmetic on the (always real) mask indices: kept real also
-        # when `fmtrain check` traces the step on fake tensors, so the crops have sizes.
-        with unset_fake_temporarily():
-            regions = level_regions(contexts, targets, self.grid)
+        into the full token grid, and the level's box (`regions`): one `HierarchicalMask`
+        family per level, as the batch carries them."""
+        if len(regions) != len(contexts) or any(r is None for r in regions):
+            raise ValueError(
+                "data.init_args.masks: MiM needs each mask family confined to a box of the "
+                "token grid, its levels nested; set class_path: fmtrain.masks.HierarchicalMask "
+                "(one family per level)."
+            )
         # 1. Every level: encode its visible tokens, reconstruct its hidden patches.
         level_losses, features = [], []
         for region, context, target in zip(regions, contexts, targets, strict=True):
@@ -329,7 +332,7 @@ class MiMModule(PretrainMethod):
                 "fmtrain.masks.HierarchicalMask and keep model.init_args.num_mask_families "
                 "linked to it."
             )
-        return self.method(batch.inputs, batch.contexts, batch.targets)
+        return self.method(batch.inputs, batch.contexts, batch.targets, batch.regions)
 
     def evaluation_encoder(self) -> nn.Module:
         return self.method.encoder
