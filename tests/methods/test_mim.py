@@ -3,6 +3,8 @@ finer levels, learning on a fixed batch, and refusals that name the recipe key."
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,8 @@ import torch
 from fmtrain.masks import HierarchicalMask, RandomPatch
 from fmtrain.methods.configs import DecoderConfig
 from fmtrain.methods.mim import CrossLevelConfig, MiMModule
-from fmtrain.nn.encoder import ViTEncoder
+from fmtrain.nn.encoder import EncoderSpec, ViTEncoder
+from fmtrain.nn.features import FeatureInfo, FeatureScale, feature_info
 from fmtrain.nn.sparse_cnn import SparseCNNEncoder
 
 OCT_STRIDES = ((1, 2, 2), (1, 2, 2), (2, 2, 2), (2, 1, 1))  # patch 4x8x8
@@ -180,3 +183,65 @@ def test_vit_levels_do_not_reveal_where_their_box_was_cut():
             outs.append(module.method.level(inputs, region, context, target, grid))
     torch.testing.assert_close(outs[0][1], outs[1][1])
     torch.testing.assert_close(outs[0][0], outs[1][0])
+
+
+class _OutsidePyramid(torch.nn.Module):
+    """A multi-scale encoder that is not fmtrain's class: it wraps one and declares what it
+    offers, as an encoder written outside fmtrain would."""
+
+    def __init__(self, inner: torch.nn.Module, declare_pyramid: bool = True) -> None:
+        super().__init__()
+        self.inner, self.embed_dim = inner, inner.embed_dim
+        info = inner.feature_info
+        self.feature_info = info if declare_pyramid else FeatureInfo(embed_dim=info.embed_dim)
+
+    def forward_pyramid(self, x, keep=None):
+        return self.inner.forward_pyramid(x, keep)
+
+    def scale_masks(self, keep, grid_shape=None):
+        return self.inner.scale_masks(keep, grid_shape)
+
+    def forward(self, x, keep=None):
+        return self.inner(x, keep)
+
+    def no_weight_decay(self) -> set[str]:
+        return set()
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.inner.set_grad_checkpointing(enable)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _OutsideSpec(EncoderSpec):
+    declare_pyramid: bool = True
+
+    def build(self, grid, in_chans):
+        inner = SparseCNNEncoder(size="test", strides=STRIDES_8).build(grid, in_chans)
+        return _OutsidePyramid(inner, self.declare_pyramid)
+
+
+@pytest.mark.parametrize("declare_pyramid", [True, False])
+def test_mim_asks_the_encoder_for_a_pyramid_not_for_its_class(declare_pyramid):
+    torch.manual_seed(0)
+    module = MiMModule(
+        input_size=(32, 32, 32),
+        patch_size=(8, 8, 8),
+        num_mask_families=2,
+        encoder=_OutsideSpec(declare_pyramid=declare_pyramid),
+        decoder=DecoderConfig(embed_dim=32, depth=1, num_heads=4),
+    )
+    level = type(module.method.level).__name__
+    assert level == ("SparKLevel" if declare_pyramid else "TokenLevel")
+    if declare_pyramid:
+        contexts, targets, regions = masks(HierarchicalMask(levels=2), module, batch=2)
+        out = module.method(torch.randn(2, 1, 32, 32, 32), contexts, targets, regions)
+        assert torch.isfinite(out.loss)
+
+
+def test_a_declared_pyramid_without_its_methods_is_refused():
+    class Declares(torch.nn.Module):
+        embed_dim = 8
+        feature_info = FeatureInfo(embed_dim=8, scales=(FeatureScale(8, (2, 2, 2)),))
+
+    with pytest.raises(TypeError, match="forward_pyramid"):
+        feature_info(Declares())

@@ -45,7 +45,8 @@ from fmtrain.methods.links import RecipeLink
 from fmtrain.methods.mim_levels import SparKLevel, TokenLevel
 from fmtrain.nn.decoder import MAEDecoder
 from fmtrain.nn.encoder import EncoderSpec
-from fmtrain.nn.sparse_cnn import SparseCNN3d, SparseCNNEncoder
+from fmtrain.nn.features import feature_info
+from fmtrain.nn.sparse_cnn import SparseCNNEncoder
 from fmtrain.nn.sparse_decoder import SparKDecoder
 
 __all__ = ["CrossLevelConfig", "MiM", "MiMModule", "MiMOutput"]
@@ -299,8 +300,9 @@ class MiMModule(PretrainMethod):
         d = decoder or DecoderConfig()
         enc = self.build_encoder()
         level: SparKLevel | TokenLevel
-        if isinstance(enc, SparseCNN3d):
-            dec = SparKDecoder(enc.widths, in_chans, width=d.embed_dim, strides=enc.strides)
+        info = feature_info(enc)
+        if info.scales:  # a pyramid: SparK's UNet decoder reads every scale
+            dec = SparKDecoder(info.widths, in_chans, width=d.embed_dim, strides=info.strides)
             level = SparKLevel(enc, dec, self.grid.patch_size, normalize_targets)
         else:
             mae_decoder = MAEDecoder(

@@ -27,7 +27,7 @@ from fmtrain.losses.regression import masked_patch_mse, patchify, per_patch_norm
 from fmtrain.masks.regions import LevelRegion, crop_boxes, to_local_index, to_origin_index
 from fmtrain.methods.mae import expect_patch_width
 from fmtrain.nn.decoder import MAEDecoder
-from fmtrain.nn.sparse_cnn import SparseCNN3d
+from fmtrain.nn.features import MultiScaleEncoder
 from fmtrain.nn.sparse_decoder import SparKDecoder
 from fmtrain.nn.tokens import expect_tokens, gather_tokens
 
@@ -56,9 +56,10 @@ class _Level(nn.Module):
 
 
 class SparKLevel(_Level):
-    """SparK encoder (`SparseCNN3d`) + `SparKDecoder` on one level's box (module docstring)."""
+    """A multi-scale encoder (SparK's `SparseCNN3d`, or any `MultiScaleEncoder`) + `SparKDecoder`
+    on one level's box (module docstring)."""
 
-    encoder: SparseCNN3d
+    encoder: MultiScaleEncoder
     decoder: SparKDecoder
 
     def forward(

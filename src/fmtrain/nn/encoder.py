@@ -8,6 +8,9 @@ An encoder is any `nn.Module` that offers:
 - `no_weight_decay() -> set[str]` and `set_grad_checkpointing(enable)`;
 - `embed_dim`, the width D of its tokens.
 
+What it offers beyond that, it declares (`fmtrain.nn.features`): a method asks for a
+capability, never the encoder's class.
+
 A recipe names an `EncoderSpec` (its configuration) under `model.init_args.encoder`, by
 `class_path` or, for the built-in ViT, by its fields alone (`encoder: {size: vit_small}`).
 The method calls `spec.build(grid, in_chans)`: the grid and channels come from the data,

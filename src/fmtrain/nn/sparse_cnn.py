@@ -21,6 +21,7 @@ from torch.utils.checkpoint import checkpoint
 
 from fmtrain.core.grid import TokenGrid
 from fmtrain.nn.encoder import EncoderSpec
+from fmtrain.nn.features import FeatureInfo, FeatureScale
 from fmtrain.nn.tokens import gather_tokens
 
 __all__ = [
@@ -210,6 +211,12 @@ class SparseCNN3d(nn.Module):
                 f"stride {list(patch)} on every axis"
             )
         return tuple(s // p for s, p in zip(spatial, patch, strict=True))
+
+    @property
+    def feature_info(self) -> FeatureInfo:
+        """Tokens, each stage as an intermediate layer, and the stages' pyramid."""
+        scales = tuple(FeatureScale(w, s) for w, s in zip(self.widths, self.strides, strict=True))
+        return FeatureInfo(embed_dim=self.embed_dim, layers=len(self.stages), scales=scales)
 
     def scale_masks(
         self, keep: torch.Tensor | None, grid_shape: Sequence[int] | None = None

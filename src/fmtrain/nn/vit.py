@@ -10,6 +10,7 @@ from torch import nn
 
 from fmtrain.core.grid import TokenGrid
 from fmtrain.nn.checkpointing import Checkpointing, run_blocks
+from fmtrain.nn.features import FeatureInfo
 from fmtrain.nn.patch_embed import PatchEmbed
 from fmtrain.nn.posembed import sincos_position_embedding
 from fmtrain.nn.tokens import gather_tokens
@@ -110,6 +111,11 @@ class VisionTransformer(nn.Module):
         """Encode `x` [B, C, *input_size] into tokens [B, N, D] (N = len(keep) if given)."""
         tokens = run_blocks(self.blocks, self.embed(x, keep), checkpointed=self.grad_checkpointing)
         return self.norm(tokens)
+
+    @property
+    def feature_info(self) -> FeatureInfo:
+        """Tokens, and every block's output as an intermediate layer; no pyramid."""
+        return FeatureInfo(embed_dim=self.embed_dim, layers=len(self.blocks))
 
     def forward_intermediates(
         self, x: torch.Tensor, layers: Sequence[int], keep: torch.Tensor | None = None
