@@ -71,6 +71,8 @@ class SignalDataModule(PreparedDataModule):
         seed: seed of the split, sample order and masks.
         prepare_workers: processes that prepare recordings.
         max_skip_fraction: fail when more than this fraction of recordings is refused.
+        readers: readers of formats fmtrain does not read, file suffix -> "module:function",
+            e.g. {".xyz": "mylab.readers:read_xyz"} (`fmtrain.data.signals.registry`).
     """
 
     # a few generated samples in the recipe's geometry (`fmtrain check --synthetic`)
@@ -101,6 +103,7 @@ class SignalDataModule(PreparedDataModule):
         seed: int = 0,
         prepare_workers: int = 2,
         max_skip_fraction: float = 0.05,
+        readers: dict[str, str] | None = None,
     ) -> None:
         if source is None and prepared is None:
             raise ValueError(
@@ -153,11 +156,14 @@ class SignalDataModule(PreparedDataModule):
         require_preparation(prepare_workers, max_skip_fraction)
         self.prepare_workers = prepare_workers
         self.max_skip_fraction = max_skip_fraction
+        self.readers = readers
         self.prepared = prepared or self.default_prepared_location(
             {
                 "windows": repr(self.window_config),
                 "split_fractions": self.split_fractions,
                 "seed": self.seed,
+                # only when set, so that datasets prepared before readers existed are found
+                **({"readers": dict(readers)} if readers else {}),
             },
             kind="signals",
         )
@@ -176,6 +182,7 @@ class SignalDataModule(PreparedDataModule):
                 workers=self.prepare_workers,
                 max_skip_fraction=self.max_skip_fraction,
                 storage_options=self.storage_options,
+                readers=self.readers,
             )
         except RuntimeError as err:
             hint = self._hint(join(self.prepared, "summary.json"))

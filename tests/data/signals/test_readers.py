@@ -290,11 +290,8 @@ def test_unsupported_and_missing(tmp_path):
         refused("missing_file", tmp_path / name)
 
 
-def test_unanticipated_failures_still_name_the_file(tmp_path, monkeypatch):
-    from fmtrain.data.signals import tables
-
+def test_a_channel_named_twice_is_the_recipe_s_mistake(tmp_path):
+    # a reader's unanticipated failure: tests/data/signals/test_reader_registry.py
     (tmp_path / "x.csv").write_text("II\n1\n2\n")
-    monkeypatch.setattr(tables, "read_table", lambda *a: np.zeros(3)[5])  # an IndexError
-    assert "IndexError" in refused("unexpected_error", tmp_path / "x.csv", rate=1).detail
     with pytest.raises(ValueError, match="twice"):
         read_recording(str(tmp_path / "x.csv"), rate=1, channels=["II", "ECG_II"])

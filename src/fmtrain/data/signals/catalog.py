@@ -18,6 +18,7 @@ import csv
 import io
 import logging
 import posixpath
+from collections.abc import Sequence
 
 from fmtrain.core.storage import filesystem, is_remote, join, read_bytes
 from fmtrain.data.items import CatalogItem
@@ -73,9 +74,10 @@ def _from_table(source: str, text: str) -> tuple[list[CatalogItem], list[dict]]:
 
 
 def read_signal_catalog(
-    source: str, storage_options: dict | None = None
+    source: str, storage_options: dict | None = None, more_suffixes: Sequence[str] = ()
 ) -> tuple[list[CatalogItem], list[dict]]:
-    """(items, skipped rows) of a signal manifest, file list or folder.
+    """(items, skipped rows) of a signal manifest, file list or folder; a folder is searched
+    for `SIGNAL_SUFFIXES` and `more_suffixes` (formats a recipe adds a reader for).
 
     Raises:
         SignalReadError: (``missing_file``) when `source` does not exist.
@@ -86,7 +88,8 @@ def read_signal_catalog(
         raise SignalReadError("missing_file", source, "no manifest, file list or folder here")
     if fs.isdir(path):
         protocol = source.split("://", 1)[0] + "://" if is_remote(source) else ""
-        files = sorted(p for p in fs.find(path) if p.lower().endswith(SIGNAL_SUFFIXES))
+        suffixes = (*SIGNAL_SUFFIXES, *(s.lower() for s in more_suffixes))
+        files = sorted(p for p in fs.find(path) if p.lower().endswith(suffixes))
         items = [
             CatalogItem(
                 key=posixpath.relpath(p, path),
@@ -96,7 +99,7 @@ def read_signal_catalog(
             for p in files
         ]
         skipped: list[dict] = []
-        searched = ", ".join(f"*{s}" for s in SIGNAL_SUFFIXES)
+        searched = ", ".join(f"*{s}" for s in suffixes)
     else:
         items, skipped = _from_table(
             source, read_bytes(source, storage_options).decode("utf-8-sig")

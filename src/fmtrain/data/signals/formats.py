@@ -35,11 +35,14 @@ def _unreadable(path: str, what: str, exc: Exception) -> SignalReadError:
 
 
 def read_dicom(
-    path: str, channels: Sequence[str] | None, rate: float | None, group: int | None
+    path: str,
+    channels: Sequence[str] | None = None,
+    rate: float | None = None,
+    waveform_group: int | None = None,
 ) -> Recording:
     """A DICOM waveform (ECG and the like): one multiplex group, scaled by its sensitivity.
 
-    Without `group`, the longest group is read, among those at `rate` when some are; the
+    Without `waveform_group`, the longest group is read, among those at `rate` when some are; the
     choice is logged. A 12-lead ECG typically holds a 10 s RHYTHM group and a 1.2 s MEDIAN
     BEAT group. Labels come from each channel's source code meaning ("Lead II"), else its
     ChannelLabel.
@@ -48,8 +51,9 @@ def read_dicom(
         path: the .dcm file.
         channels: names to keep (aliases welcome), or None for all.
         rate: prefer groups at this rate, or None.
-        group: index into WaveformSequence, or None to choose as above.
+        waveform_group: index into WaveformSequence, or None to choose as above.
     """
+    group = waveform_group
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -138,7 +142,7 @@ def _dicom_unit(item) -> str:
     return str(units[0].get("CodeValue", "")) if units else ""
 
 
-def read_wfdb(path: str, channels: Sequence[str] | None) -> Recording:
+def read_wfdb(path: str, channels: Sequence[str] | None = None) -> Recording:
     """A WFDB record (PhysioNet) in physical units, its .dat checked against the header.
 
     Args:
@@ -215,7 +219,7 @@ def _check_wfdb_files(path: str, base: str, header) -> None:
 _RECORDS = re.compile(r"indicates (-?\d+) data records, but file contains (\d+)")
 
 
-def read_edf(path: str, channels: Sequence[str] | None) -> Recording:
+def read_edf(path: str, channels: Sequence[str] | None = None) -> Recording:
     """An EDF/EDF+ or BDF/BDF+ file; channels at lower rates are resampled to the highest.
 
     EDF lets each signal have its own rate (ECG at 256 Hz beside a pulse at 64 Hz). A

@@ -53,6 +53,7 @@ class _Task:
     windows: WindowConfig
     storage_options: dict | None
     cache_dir: str | None
+    readers: dict[str, str] | None = None
 
 
 def _local_file(path: str, storage_options: dict | None, cache_dir: str | None) -> str:
@@ -100,7 +101,7 @@ def _process(task: _Task) -> dict:
         except ValueError as err:
             raise SignalReadError("bad_manifest_row", item.key, f"sampling_rate: {err}") from err
         path = _local_file(item.paths[0], task.storage_options, task.cache_dir)
-        recording = read_recording(path, **declared)
+        recording = read_recording(path, readers=task.readers, **declared)
         kept, rejected = cut_windows(recording, task.windows)
         stored = kept.astype(np.float16)
         stats = stored_value_stats(stored)
@@ -191,6 +192,7 @@ def prepare_signals(
     storage_options: dict[str, Any] | None = None,
     cache_dir: str | None = None,
     progress: bool = True,
+    readers: dict[str, str] | None = None,
 ) -> PreparedSignals:
     """Prepare the recordings of `source` into windows at `out` (a folder or URL), once.
 
@@ -206,6 +208,8 @@ def prepare_signals(
         storage_options: fsspec options for `source` and `out`.
         cache_dir: local cache of remote recordings.
         progress: show a progress bar.
+        readers: readers of more formats, file suffix -> "module:function", e.g.
+            {".xyz": "mylab.readers:read_xyz"} (`fmtrain.data.signals.registry`).
 
     Raises:
         RuntimeError: when too many recordings were refused or no window was written;
@@ -213,7 +217,7 @@ def prepare_signals(
     """
     start = time.perf_counter()
     fractions = dict(split_fractions or DEFAULT_FRACTIONS)
-    items, catalog_skipped = read_signal_catalog(source, storage_options)
+    items, catalog_skipped = read_signal_catalog(source, storage_options, list(readers or ()))
     params = {
         "format_version": FORMAT_VERSION,
         "kind": "signals",
@@ -222,6 +226,7 @@ def prepare_signals(
         "dtype": "float16",
         "split_fractions": fractions,
         "seed": seed,
+        **({"readers": dict(readers)} if readers else {}),  # absent before readers existed
     }
     write_or_match_json(join(out, "prepare.json"), params, storage_options, "parameters")
     assignment = assign_splits(items, fractions, seed)
@@ -231,7 +236,7 @@ def prepare_signals(
         per_split[assignment[item.participant_id]].append(item)
     done = finished_records(out, storage_options)
     tasks = [
-        _Task(out, split, i, item, windows, storage_options, cache_dir)
+        _Task(out, split, i, item, windows, storage_options, cache_dir, readers)
         for split, members in per_split.items()
         for i, item in enumerate(members)
         if (split, i) not in done

@@ -1,6 +1,7 @@
 """Read a physiological recording from DICOM, WFDB, EDF/BDF, VitalDB, CSV or NPZ.
 
-`read_recording` picks the reader by suffix and returns a `Recording`: float32 [C, T], one
+`read_recording` picks the reader by suffix (`registry`: fmtrain's formats, installed
+packages' and a recipe's own) and returns a `Recording`: float32 [C, T], one
 rate, the channel names the file uses. Every refusal is a `SignalReadError` naming the file;
 library exceptions are translated, never passed on. Voltages are stored in mV whatever unit
 the file uses (DICOM ECGs come in uV, EDF often too), because the windows' amplitude ranges
@@ -12,7 +13,7 @@ given and under those names (see `channels.select_channels`). For a file that do
 names them. `rate` likewise fills in a rate the file lacks (CSV, NPZ); a file's own rate wins
 over it, with a warning when they differ.
 
-The readers themselves live beside this module: `formats` (DICOM, WFDB, EDF/BDF), `vital`
+fmtrain's readers live beside this module: `formats` (DICOM, WFDB, EDF/BDF), `vital`
 (VitalDB) and `tables` (CSV/TSV/TXT, NPZ); each imports its library only when called.
 """
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -28,13 +29,12 @@ from fmtrain.data.signals.assemble import to_millivolts
 from fmtrain.data.signals.channels import check_distinct
 from fmtrain.data.signals.errors import SignalReadError
 from fmtrain.data.signals.recording import Recording
+from fmtrain.data.signals.registry import load_reader, reader_for, signal_readers
 
-__all__ = ["SUFFIXES", "read_recording", "to_millivolts"]
+__all__ = ["read_recording", "to_millivolts"]
 
 
 log = logging.getLogger("fmtrain.data")
-
-SUFFIXES = (".dcm", ".hea", ".dat", ".edf", ".bdf", ".vital", ".csv", ".tsv", ".txt", ".npz")
 
 
 def read_recording(
@@ -43,6 +43,7 @@ def read_recording(
     rate: float | None = None,
     channels: Sequence[str] | None = None,
     waveform_group: int | None = None,
+    readers: Mapping[str, str] | None = None,
 ) -> Recording:
     """Read one recording, choosing the reader by the file's suffix.
 
@@ -52,6 +53,7 @@ def read_recording(
         rate: sampling rate in Hz for files that do not declare one.
         channels: channels to keep (or, for files without names, the names of their columns).
         waveform_group: DICOM multiplex group to read (default: the longest one).
+        readers: more formats, suffix -> "module:function" (`registry`), e.g. a recipe's.
 
     Raises:
         SignalReadError: "missing_file", "unsupported", "truncated", "unreadable",
@@ -63,8 +65,11 @@ def read_recording(
     channels = [channels] if isinstance(channels, str) else channels
     if channels is not None:
         check_distinct(channels)  # a recipe's mistake, not the file's: a plain ValueError
+    # a reader that cannot be found is the recipe's mistake (a ValueError naming the key);
+    # what the reader then raises is the file's
+    read = _reader(path, signal_readers(readers))
     try:
-        recording = _dispatch(path, rate, channels, waveform_group)
+        recording = read(path, channels=channels, rate=rate, waveform_group=waveform_group)
     except SignalReadError:
         raise
     except Exception as exc:  # a library failure no reader anticipated: still name the file
@@ -79,34 +84,21 @@ def read_recording(
     return recording
 
 
-def _dispatch(
-    path: str, rate: float | None, channels: Sequence[str] | None, group: int | None
-) -> Recording:
-    suffix = os.path.splitext(path)[1].lower()
-    if suffix in (".hea", ".dat") or (not os.path.exists(path) and os.path.isfile(path + ".hea")):
-        from fmtrain.data.signals.formats import read_wfdb
-
-        return read_wfdb(path, channels)
+def _reader(path: str, readers: Mapping[str, str]) -> Callable[..., Recording]:
+    # a WFDB record may be named without its suffix: its header beside it says so
+    if not os.path.exists(path) and os.path.isfile(path + ".hea"):
+        return load_reader(readers[".hea"])
     if not os.path.exists(path):
         raise SignalReadError("missing_file", path, "no such file")
     if os.path.isdir(path):
         raise SignalReadError("unsupported", path, "a folder, not a recording")
-    if suffix not in SUFFIXES:
+    reader = reader_for(path, readers)
+    if reader is None:
+        suffix = os.path.splitext(path)[1].lower()
         raise SignalReadError(
-            "unsupported", path, f"suffix {suffix or '(none)'!r}; fmtrain reads {SUFFIXES}"
+            "unsupported",
+            path,
+            f"suffix {suffix or '(none)'!r}; fmtrain reads {', '.join(sorted(readers))} "
+            "(add a reader for another format: data.init_args.readers)",
         )
-    if suffix == ".dcm":
-        from fmtrain.data.signals.formats import read_dicom
-
-        return read_dicom(path, channels, rate, group)
-    if suffix in (".edf", ".bdf"):
-        from fmtrain.data.signals.formats import read_edf
-
-        return read_edf(path, channels)
-    if suffix == ".vital":
-        from fmtrain.data.signals.vital import read_vital
-
-        return read_vital(path, channels)
-    from fmtrain.data.signals.tables import read_npz, read_table
-
-    return (read_npz if suffix == ".npz" else read_table)(path, channels, rate)
+    return load_reader(reader)

@@ -78,7 +78,9 @@ def _declared_names(path: str, channels: Sequence[str] | None, count: int) -> li
     return list(channels)
 
 
-def read_table(path: str, channels: Sequence[str] | None, rate: float | None) -> Recording:
+def read_table(
+    path: str, channels: Sequence[str] | None = None, rate: float | None = None
+) -> Recording:
     """A CSV/TSV/TXT table: a column per channel, one header line or none.
 
     Args:
@@ -173,7 +175,9 @@ def _rate_from_time(path: str, name: str, cells: Sequence[str]) -> float:
     return rate
 
 
-def read_npz(path: str, channels: Sequence[str] | None, rate: float | None) -> Recording:
+def read_npz(
+    path: str, channels: Sequence[str] | None = None, rate: float | None = None
+) -> Recording:
     """An .npz with ``signals`` [C, T] and optionally ``rate``, ``channels`` and ``units``.
 
     Args:

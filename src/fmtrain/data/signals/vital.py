@@ -60,7 +60,7 @@ def _load(path: str, **kwargs: object):
     return vf
 
 
-def read_vital(path: str, channels: Sequence[str] | None) -> Recording:
+def read_vital(path: str, channels: Sequence[str] | None = None) -> Recording:
     """A .vital file's wave tracks ("SNUADC/ECG_II", "SNUADC/PLETH", ...), NaN in the gaps.
 
     The recording's rate is the highest of the selected tracks' rates; a slower track is
