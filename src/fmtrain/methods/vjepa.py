@@ -6,7 +6,6 @@ the masks (as in V-JEPA); the original OCT project fed two differently augmented
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -17,8 +16,8 @@ from torch import nn
 from fmtrain.losses.regression import TARGET_NORMS, feature_regression
 from fmtrain.methods.base import MethodOutput, PretrainMethod
 from fmtrain.methods.configs import EMAConfig, OptimizerConfig, PredictorConfig
+from fmtrain.methods.ema import ema_copy, ema_momentum, ema_update
 from fmtrain.methods.links import RecipeLink
-from fmtrain.methods.schedules import linear
 from fmtrain.nn.encoder import EncoderSpec, ViTEncoder
 from fmtrain.nn.predictor import JEPAPredictor
 from fmtrain.nn.tokens import expect_tokens, gather_tokens
@@ -59,7 +58,7 @@ class VJEPA(nn.Module):
             )
         self.encoder = encoder
         self.predictor = predictor
-        self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)
+        self.target_encoder = ema_copy(encoder)
         self.loss = loss
         self.target_norm = target_norm
 
@@ -107,22 +106,10 @@ class VJEPA(nn.Module):
             regression_targets=regression_targets,
         )
 
-    @torch.no_grad()
     def update_target(self, momentum: float, applied: torch.Tensor | None = None) -> None:
-        """5. EMA: target <- momentum * target + (1 - momentum) * context encoder.
-
-        `applied` (0-dim bool on the device) False leaves the target as it was: the step
-        was skipped, and it is decided on the device (momentum 1), with no host sync.
-        """
-        target = list(self.target_encoder.parameters())
-        online = [p.detach() for p in self.encoder.parameters()]
-        if applied is None:
-            torch._foreach_mul_(target, momentum)
-            torch._foreach_add_(target, online, alpha=1.0 - momentum)
-            return
-        kept = torch.where(applied, momentum, 1.0)  # x * 1 + online * 0 is exactly x
-        torch._foreach_mul_(target, kept)
-        torch._foreach_add_(target, torch._foreach_mul(online, 1.0 - kept))
+        """5. EMA: target <- momentum * target + (1 - momentum) * context encoder (none
+        after a skipped step: `applied` False, decided on the device)."""
+        ema_update(self.target_encoder, self.encoder, momentum, applied)
 
 
 class VJEPAModule(PretrainMethod):
@@ -228,10 +215,7 @@ class VJEPAModule(PretrainMethod):
         return self.evaluate == "target"
 
     def extra_schedules(self, step: int, total: int) -> dict[str, float]:
-        e = self.ema_config
-        return {
-            "ema_momentum": linear(step, total_steps=total, start=e.momentum, end=e.final_momentum)
-        }
+        return {"ema_momentum": ema_momentum(self.ema_config, step, total)}
 
     def after_optimizer_step(
         self, values: dict[str, float], applied: torch.Tensor | None = None
