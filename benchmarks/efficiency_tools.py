@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import Callback
 from torch.utils.flop_counter import FlopCounterMode
 
 from fmtrain.check.fake_pass import fake_costs
+from fmtrain.engine.bare_step import bare_step, recipe_optimizer
 
 __all__ = [
     "StepClock",
@@ -26,7 +27,7 @@ __all__ = [
     "count_flops",
     "loader_rate",
     "matmul_peak",
-    "optimizer_of",
+    "recipe_optimizer",
     "saved_activation_bytes",
     "sync",
 ]
@@ -55,28 +56,6 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 1.0) 
             return flops / elapsed
 
 
-def optimizer_of(module: Any) -> torch.optim.Optimizer:
-    """The recipe's optimizer, built as `fit` builds it."""
-    built = module.configure_optimizers()
-    if isinstance(built, (list, tuple)):
-        built = built[0]
-    if isinstance(built, dict):
-        built = built["optimizer"]
-    return built
-
-
-def _one_step(
-    module: Any, batch: Any, optimizer: torch.optim.Optimizer, autocast: AbstractContextManager
-) -> None:
-    """What `fit` does per step, minus Lightning: forward, backward, update, EMA."""
-    with autocast:
-        loss = module.run_forward(batch).loss
-    loss.backward()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    module.after_optimizer_step(module.schedule_values(0, 1))
-
-
 def bare_step_seconds(
     module: Any,
     batches: Sequence[Any],
@@ -91,11 +70,9 @@ def bare_step_seconds(
     stop a run that would take too long)."""
     times = []
     for i in range(steps):
-        sync(device)
-        start = time.perf_counter()
-        _one_step(module, batches[i % len(batches)], optimizer, autocast)
-        sync(device)
-        times.append(time.perf_counter() - start)
+        times.append(
+            bare_step(module, batches[i % len(batches)], optimizer, autocast=autocast).seconds
+        )
         if i == 0 and on_first is not None:
             on_first(times[0])
     return times
@@ -126,18 +103,9 @@ def count_flops(module: Any, batch: Any, autocast: AbstractContextManager) -> tu
 def saved_activation_bytes(module: Any, batch: Any, autocast: AbstractContextManager) -> int:
     """Bytes of the distinct tensors autograd saves for backward in one forward of `batch`
     (the recipe's checkpointing mode): the activation memory of a step, on any device."""
-    seen: dict[tuple, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        key = (t.untyped_storage().data_ptr(), t.dtype, tuple(t.shape))
-        seen[key] = t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
-        loss = module.run_forward(batch).loss
-    loss.backward()
+    saved = bare_step(module, batch, autocast=autocast, measure_saved=True).saved_bytes
     module.method.zero_grad(set_to_none=True)
-    return sum(seen.values())
+    return int(saved or 0)
 
 
 class StepClock(Callback):

@@ -34,6 +34,7 @@ import torch
 
 from fmtrain.data.signals.prepare import prepare_signals
 from fmtrain.data.synthetic.signals import generate_signal_dataset
+from fmtrain.engine.bare_step import bare_step, recipe_optimizer
 
 # Lightning and the recipe machinery are imported where used: prepare's spawned workers
 # re-import this script, and those imports (~6 s each here) would be timed as preparation.
@@ -143,23 +144,16 @@ def _train_step(module, dm, precision: str, batch_size: int, steps: int, warmup:
     # loaded before timing: this stage measures the model, the loader stage the data
     batches = [move_data_to_device(next(stream), device) for _ in range(warmup + steps)]
     module.method.to(device).train()
-    optimizer = module.configure_optimizers()
+    optimizer = recipe_optimizer(module)
     bf16 = cuda and "bf16" in precision
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     times = []
     for step, batch in enumerate(batches):
-        if cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        with autocast:
-            loss = module.forward_batch(batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if cuda:
-            torch.cuda.synchronize()
+        result = bare_step(
+            module, batch, optimizer, autocast=autocast, step=step, total_steps=len(batches)
+        )
         if step >= warmup:
-            times.append(time.perf_counter() - start)
+            times.append(result.seconds)
     step_time = statistics.median(times)
     return {
         "device": _device_name(cuda),
@@ -171,7 +165,7 @@ def _train_step(module, dm, precision: str, batch_size: int, steps: int, warmup:
         "steps_timed": len(times),
         "step_time_s_median": round(step_time, 4),
         "samples_per_s": round(batch_size / step_time, 1),
-        "last_loss": round(float(loss.detach()), 4),
+        "last_loss": round(float(result.loss), 4),
     }
 
 

@@ -71,7 +71,7 @@ from efficiency_tools import (
     loader_rate,
     matmul_peak,
     median,
-    optimizer_of,
+    recipe_optimizer,
     saved_activation_bytes,
     sync,
     to_device,
@@ -343,7 +343,7 @@ def measure_recipe(
                 f"bound) exceed what is left of --budget_s={args.budget_s}"
             )
 
-        optimizer = optimizer_of(module)
+        optimizer = recipe_optimizer(module)
 
         def first_step(seconds: float) -> None:
             result["first_step_s"] = round(seconds, 3)
@@ -395,7 +395,7 @@ def measure_recipe(
         # the bare step again after the fit (one warm-up): a load that changed meanwhile shows
         # as a drift, and the overhead is taken against the bare steps on both sides of it
         module.to(device).train()  # Lightning's teardown moved it to the CPU
-        optimizer = optimizer_of(module)
+        optimizer = recipe_optimizer(module)
         after = bare_step_seconds(module, batches, optimizer, autocast, device, 1 + steps // 2)
         after = after[1:] or after
         result["bare"]["after_fit_step_s_median"] = round(median(after), 5)
@@ -517,7 +517,7 @@ def sweep_point(point, args, device, autocast, rng, peak_rate, deadline) -> dict
     planned = args.warmup + args.steps
     if time.perf_counter() + flops / peak_rate * planned > deadline:
         raise OverBudget(f"{planned} steps of {flops:.3g} FLOPs exceed --sweep_budget_s")
-    optimizer = optimizer_of(module)
+    optimizer = recipe_optimizer(module)
     warm = bare_step_seconds(module, batches, optimizer, autocast, device, args.warmup)
     if time.perf_counter() + warm[-1] * args.steps > deadline:
         raise OverBudget(

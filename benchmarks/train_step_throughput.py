@@ -16,7 +16,6 @@ import platform
 import resource
 import statistics
 import sys
-import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from lightning.fabric.utilities.apply_func import move_data_to_device
 
 from fmtrain.cli import run_cli
 from fmtrain.datamodules.batch import MaskCollator
+from fmtrain.engine.bare_step import bare_step, recipe_optimizer
 
 
 def _build(recipe: str, cuda: bool):
@@ -49,7 +49,7 @@ def benchmark(recipe: str, batch_size: int | None, steps: int, warmup: int) -> d
     b = batch_size or dm.batch_size
     collate = MaskCollator(dm.sampler, dm.grid.shape)
     rng = np.random.default_rng(0)
-    optimizer = module.configure_optimizers()
+    optimizer = recipe_optimizer(module)
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
         if cuda and "bf16" in precision
@@ -62,19 +62,12 @@ def benchmark(recipe: str, batch_size: int | None, steps: int, warmup: int) -> d
         shape = (module.in_chans, *dm.input_size)
         batch = collate([torch.randn(shape) for _ in range(b)], list(range(b)), rng)
         batch = move_data_to_device(batch, device)
-        if cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        with autocast:
-            loss = module.forward_batch(batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        module.after_optimizer_step({"ema_momentum": 0.999})  # EMA for JEPA, nothing for MAE
-        if cuda:
-            torch.cuda.synchronize()
+        # the recipe's own schedules (EMA momentum for JEPA), at this step of the run
+        seconds = bare_step(
+            module, batch, optimizer, autocast=autocast, step=step, total_steps=warmup + steps
+        ).seconds
         if step >= warmup:
-            times.append(time.perf_counter() - start)
+            times.append(seconds)
     step_time = statistics.median(times)
     tokens = module.grid.num_tokens
     peak = (

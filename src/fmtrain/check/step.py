@@ -16,7 +16,6 @@ and a real step at reduced input size (`reduced_step`) stands in for its numeric
 from __future__ import annotations
 
 import statistics
-import time
 from contextlib import nullcontext
 
 import torch
@@ -27,6 +26,7 @@ from fmtrain.check.contracts import check_token_contract
 from fmtrain.check.fake_pass import FakeCosts, fake_batch, fake_costs, matmul_rate
 from fmtrain.check.problems import CheckReport
 from fmtrain.check.reduced_step import run_reduced_step
+from fmtrain.engine.bare_step import bare_step, recipe_optimizer
 from fmtrain.methods.numerics import first_non_finite
 
 __all__ = ["run_step"]
@@ -66,23 +66,6 @@ def _record_stages(report: CheckReport, module, batch, eager: bool = False) -> N
     for i, loss in enumerate(out.loss_per_mask):
         report.stages.append(_stage(f"loss [{i}]", loss))
     check_token_contract(report, list(unique.values()), module.stage_widths())
-
-
-def _saved_bytes(module, batch, autocast) -> tuple[int, torch.Tensor]:
-    """Forward + backward, counting the bytes of tensors saved for backward."""
-    total, seen = [0], set()
-
-    def pack(t):
-        key = (t.untyped_storage().data_ptr(), t.dtype, tuple(t.shape))
-        if key not in seen:
-            seen.add(key)
-            total[0] += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
-        loss = module.run_forward(batch).loss
-    loss.backward()
-    return total[0], loss.detach()
 
 
 def run_step(  # type: ignore[no-untyped-def]
@@ -140,12 +123,10 @@ def run_step(  # type: ignore[no-untyped-def]
                 )
                 continue
         module.set_activation_checkpointing(enable)
-        method.zero_grad(set_to_none=True)
-        start = time.perf_counter()
-        activations[_mode(enable)], loss = _saved_bytes(module, batch, autocast)
-        seconds[_mode(enable)] = time.perf_counter() - start
+        measured = bare_step(module, batch, autocast=autocast, measure_saved=True)
+        activations[_mode(enable)], seconds[_mode(enable)] = measured.saved_bytes, measured.seconds
         if enable == recipe_ac:
-            _check_finite(report, module, batch, loss)
+            _check_finite(report, module, batch, measured.loss)
     module.set_activation_checkpointing(recipe_ac)
     if compiled:  # the passes above compiled the graphs: their time is not a step's
         report.performance["compile warm-up, first passes (s)"] = round(sum(seconds.values()), 2)
@@ -309,35 +290,6 @@ def _reduced(report: CheckReport, module, batch, sampler, flop_fraction: float) 
         )
 
 
-def _one_pass(module, batch, autocast, device, optimizer=None) -> float:  # type: ignore[no-untyped-def]
-    """One training step's work: forward, backward and, given an optimizer, its update and the
-    method's after-step work (an EMA target) — what `fit` does per step, minus the data."""
-    cuda = device.type == "cuda"
-    module.method.zero_grad(set_to_none=True)
-    if cuda:
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    with autocast:
-        loss = module.run_forward(batch).loss
-    loss.backward()
-    if optimizer is not None:
-        optimizer.step()
-        module.after_optimizer_step(module.schedule_values(0, 1))
-    if cuda:
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
-
-
-def _optimizer(module):  # type: ignore[no-untyped-def]
-    """The recipe's optimizer, as `fit` builds it (None if the method returns something else)."""
-    built = module.configure_optimizers()
-    if isinstance(built, (list, tuple)):
-        built = built[0] if built else None
-    if isinstance(built, dict):
-        built = built.get("optimizer")
-    return built if isinstance(built, torch.optim.Optimizer) else None
-
-
 def _time_steps(  # type: ignore[no-untyped-def]
     module,
     batch,
@@ -357,13 +309,13 @@ def _time_steps(  # type: ignore[no-untyped-def]
     available_samples = batch.inputs.shape[0]
     repeats = 3 if device.type == "cuda" else 2
     timing: dict[int, float] = {}
-    optimizer = _optimizer(module)
+    optimizer = recipe_optimizer(module)
 
     def measure(size: int) -> None:
         part = move_data_to_device(batch.head(size), device)
-        _one_pass(module, part, autocast, device, optimizer)  # warm-up
+        bare_step(module, part, optimizer, autocast=autocast)  # warm-up
         timing[size] = statistics.median(
-            _one_pass(module, part, autocast, device, optimizer) for _ in range(repeats)
+            bare_step(module, part, optimizer, autocast=autocast).seconds for _ in range(repeats)
         )
 
     def affordable(size: int) -> bool:
