@@ -29,7 +29,7 @@ def _model(stft: STFTLossConfig | None = STFTLossConfig(), decoder_patch=PATCH):
     dec_grid = TokenGrid.from_sizes((2, 1024 * decoder_patch[1] // 64), decoder_patch)
     dec = MAEDecoder(grid=dec_grid, encoder_dim=enc.embed_dim, in_chans=1, embed_dim=32, depth=1,
                      num_heads=2)  # fmt: skip
-    return MaskedSignalModel(enc, dec, INPUT, PATCH, stft=stft), grid
+    return MaskedSignalModel(enc, dec, PATCH, input_size=INPUT, stft=stft), grid
 
 
 def _masks(grid, batch, ratio=0.4):

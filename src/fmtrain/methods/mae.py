@@ -88,10 +88,9 @@ class MAE(nn.Module):
             targets: per mask family, int64 [B, Nt] hidden token indices.
         """
         # 1. Targets: every patch's voxels, normalised per patch (only hidden ones are read).
-        patches = patchify(inputs, self.patch_size)
-        if self.normalize_targets:
-            patches = per_patch_normalized(patches)
-        losses, predictions, features = [], [], None
+        raw = patchify(inputs, self.patch_size)
+        patches = per_patch_normalized(raw) if self.normalize_targets else raw
+        losses, predictions, features, logs = [], [], None, {}
         for visible, hidden in zip(contexts, targets, strict=True):
             # 2. Encode the visible tokens only.
             z = expect_tokens(self.encoder(inputs, keep=visible), *visible.shape)
@@ -99,16 +98,31 @@ class MAE(nn.Module):
             prediction = expect_patch_width(
                 self.decoder(z, visible, hidden), patches, self.patch_size
             )
-            # 4. Loss on the hidden patches alone.
-            losses.append(masked_patch_mse(prediction, patches, hidden))
+            # 4. Loss on the hidden patches alone, and what a variant adds to it.
+            loss = masked_patch_mse(prediction, patches, hidden)
+            extra, extra_logs = self.extra_loss(inputs, raw, prediction, hidden)
+            logs |= {"mse": loss.detach(), **extra_logs}  # the last family's
+            losses.append(loss if extra is None else loss + extra)
             predictions.append(prediction)
             features = z if features is None else features
         return MAEOutput(
             loss=torch.stack(losses).mean(),
             loss_per_mask=losses,
+            logs=logs,
             features=features,
             predictions=predictions,
         )
+
+    def extra_loss(
+        self,
+        inputs: torch.Tensor,
+        raw: torch.Tensor,
+        prediction: torch.Tensor,
+        hidden: torch.Tensor,
+    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """A term a variant adds to one mask family's masked-patch MSE, and its logs: none
+        here. `raw` holds the input's patches before any normalisation."""
+        return None, {}
 
 
 class MAEModule(PretrainMethod):
@@ -130,6 +144,8 @@ class MAEModule(PretrainMethod):
     """
 
     num_mask_families = 1
+    # the model the encoder and decoder go into (a variant subclasses MAE and names it here)
+    model_class: type[MAE] = MAE
 
     def __init__(
         self,
@@ -169,7 +185,7 @@ class MAEModule(PretrainMethod):
             num_heads=d.num_heads,
         )
         dec.set_grad_checkpointing(getattr(self.encoder_spec, "activation_checkpointing", False))
-        self.method = MAE(enc, dec, self.grid.patch_size, normalize_targets)
+        self.method = self.model_class(enc, dec, self.grid.patch_size, normalize_targets)
 
     def forward_batch(self, batch) -> MAEOutput:
         if not batch.contexts:

@@ -9,13 +9,13 @@ patches hidden, loss = MSE + 0.3 x STFT(FFT 256/512, hops 64/128).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
 from fmtrain.losses.regression import (
-    masked_patch_mse,
     patchify,
-    per_patch_normalized,
     unpatchify,
 )
 from fmtrain.losses.spectral import (
@@ -24,9 +24,8 @@ from fmtrain.losses.spectral import (
     validate_stft_lengths,
 )
 from fmtrain.methods.configs import DecoderConfig, OptimizerConfig
-from fmtrain.methods.mae import MAE, MAEModule, MAEOutput, expect_patch_width
+from fmtrain.methods.mae import MAE, MAEModule
 from fmtrain.nn.encoder import EncoderSpec, ViTEncoder
-from fmtrain.nn.tokens import expect_tokens
 
 __all__ = ["MaskedSignalModel", "MaskedSignalModule"]
 
@@ -35,12 +34,10 @@ class MaskedSignalModel(MAE):
     """MAE whose reconstruction is also compared with the input in the frequency domain.
 
     Args:
-        encoder: any fmtrain encoder.
-        decoder: mask-token decoder from encoder tokens to patch samples.
-        input_size: the input's shape without channels ((C, T) per channel, (T,) across).
-        patch_size: patch extent per axis.
+        encoder, decoder, patch_size: as for `MAE`.
         normalize_targets: regress per-patch normalised samples (off for signals: windows
             are already normalised, and the STFT compares real amplitudes).
+        input_size: the input's shape without channels ((C, T) per channel, (T,) across).
         stft: the STFT loss's resolutions and weight; None for the MSE alone.
     """
 
@@ -48,14 +45,18 @@ class MaskedSignalModel(MAE):
         self,
         encoder: nn.Module,
         decoder: nn.Module,
-        input_size: tuple[int, ...],
-        patch_size: tuple[int, ...],
+        patch_size: Sequence[int],
         normalize_targets: bool = False,
+        input_size: Sequence[int] = (),
         stft: STFTLossConfig | None = None,
     ) -> None:
-        super().__init__(encoder, decoder, patch_size, normalize_targets)
-        self.input_size = tuple(input_size)
-        self.stft = stft
+        super().__init__(encoder, decoder, patch_size, normalize_targets)  # type: ignore[arg-type]
+        self.spectra(input_size, stft)
+
+    def spectra(self, input_size: Sequence[int], stft: STFTLossConfig | None) -> None:
+        """Compare reconstructions of windows of `input_size` with `stft` (None: MSE only);
+        the module sets them after building the model as an MAE."""
+        self.input_size, self.stft = tuple(input_size), stft
 
     def reconstruct(
         self, patches: torch.Tensor, prediction: torch.Tensor, hidden: torch.Tensor
@@ -70,49 +71,23 @@ class MaskedSignalModel(MAE):
         filled = patches.float().scatter(1, index, prediction.float())
         return unpatchify(filled, self.input_size, self.patch_size)
 
-    def forward(
+    def extra_loss(
         self,
         inputs: torch.Tensor,
-        contexts: list[torch.Tensor],
-        targets: list[torch.Tensor],
-    ) -> MAEOutput:
-        """One masked-signal step per mask family.
-
-        Args:
-            inputs: [B, C, *input_size] windows.
-            contexts: per mask family, int64 [B, Nc] visible token indices.
-            targets: per mask family, int64 [B, Nt] hidden token indices.
-        """
-        raw = patchify(inputs, self.patch_size)
-        patches = per_patch_normalized(raw) if self.normalize_targets else raw
-        losses, predictions, features, logs = [], [], None, {}
-        for visible, hidden in zip(contexts, targets, strict=True):
-            # 1. Encode the visible patches only.
-            z = expect_tokens(self.encoder(inputs, keep=visible), *visible.shape)
-            # 2. Decode: mask tokens at the hidden positions predict their samples.
-            prediction = expect_patch_width(self.decoder(z, visible, hidden), raw, self.patch_size)
-            # 3. Masked-signal MSE on the hidden patches alone.
-            loss = masked_patch_mse(prediction, patches, hidden)
-            logs["mse"] = loss.detach()
-            # 4. Spectra of the reconstruction against the input's, channel by channel.
-            if self.stft is not None and self.stft.weight > 0:
-                signal = self.reconstruct(raw, prediction, hidden)
-                b, t = inputs.shape[0], inputs.shape[-1]
-                spectral = multi_resolution_stft_loss(
-                    signal.reshape(b, -1, t), inputs.float().reshape(b, -1, t), self.stft
-                )
-                logs["stft"] = spectral.detach()
-                loss = loss + self.stft.weight * spectral
-            losses.append(loss)
-            predictions.append(prediction)
-            features = z if features is None else features
-        return MAEOutput(
-            loss=torch.stack(losses).mean(),
-            loss_per_mask=losses,
-            logs=logs,
-            features=features,
-            predictions=predictions,
+        raw: torch.Tensor,
+        prediction: torch.Tensor,
+        hidden: torch.Tensor,
+    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """`stft.weight` x the spectra of the reconstruction against the input's, channel
+        by channel (visible patches as given, hidden ones as predicted)."""
+        if self.stft is None or self.stft.weight <= 0:
+            return None, {}
+        signal = self.reconstruct(raw, prediction, hidden)
+        b, t = inputs.shape[0], inputs.shape[-1]
+        spectral = multi_resolution_stft_loss(
+            signal.reshape(b, -1, t), inputs.float().reshape(b, -1, t), self.stft
         )
+        return self.stft.weight * spectral, {"stft": spectral.detach()}
 
 
 class MaskedSignalModule(MAEModule):
@@ -135,6 +110,8 @@ class MaskedSignalModule(MAEModule):
         attention_backend: SDPA kernels: auto, flash, efficient, math or cudnn (see
             `PretrainMethod`).
     """
+
+    model_class = MaskedSignalModel
 
     def __init__(
         self,
@@ -168,19 +145,16 @@ class MaskedSignalModule(MAEModule):
             attention_backend=attention_backend,
         )
         self.save_hyperparameters()
-        mae = self.method
-        self.method = MaskedSignalModel(
-            mae.encoder, mae.decoder, self.grid.input_size, self.grid.patch_size,
-            normalize_targets, stft,
-        )  # fmt: skip
+        self.method.spectra(self.grid.input_size, stft)
 
     @torch.no_grad()
     def reconstruction(self, batch) -> dict[str, torch.Tensor]:  # type: ignore[no-untyped-def]
-        """The first mask family's reconstruction of `batch`, and where it was hidden."""
+        """The first mask family's reconstruction of `batch`, and where it was hidden: one
+        pass of the training forward, its prediction put back among the visible patches."""
         model = self.method
         inputs, visible, hidden = batch.inputs, batch.contexts[0], batch.targets[0]
+        prediction = model(inputs, [visible], [hidden]).predictions[0]
         raw = patchify(inputs, model.patch_size)
-        prediction = model.decoder(model.encoder(inputs, keep=visible), visible, hidden)
         signal = model.reconstruct(raw, prediction, hidden)
         flags = torch.zeros_like(raw, dtype=torch.bool)
         flags.scatter_(1, hidden[..., None].expand(-1, -1, raw.shape[-1]), True)
