@@ -85,7 +85,8 @@ def run_row(name: str, args: argparse.Namespace, threads: int) -> dict[str, Any]
     from fmtrain.cli.evaluate import probe as run_probe
     from fmtrain.data.volumes.prepared import PreparedDataset
     from fmtrain.eval.embed import embed_split, read_labels
-    from fmtrain.eval.probes import balanced_accuracy, linear_probe
+    from fmtrain.eval.linear_knn import linear_probe
+    from fmtrain.eval.metrics import balanced_accuracy
     from fmtrain.eval.rank import effective_rank
 
     data = args.out / "data"

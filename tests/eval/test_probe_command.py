@@ -249,7 +249,7 @@ def test_embed_writes_one_row_per_sample_with_its_id(oct_dataset, tiny_checkpoin
 
 def test_device_shift_is_skipped_with_a_warning_when_its_training_rows_lack_a_class(caplog):
     from fmtrain.eval.probe_command import _score
-    from fmtrain.eval.probes import Task
+    from fmtrain.eval.probe_tasks import Task
 
     rng = np.random.default_rng(0)
 

@@ -20,22 +20,11 @@ from fmtrain.eval.bootstrap import (
     participants_per_class_needed,
     too_few_for_interval,
 )
-from fmtrain.eval.probes import (
-    ATTENTIVE_LR_GRID,
-    METRICS,
-    SplitTooSmallError,
-    Task,
-    accuracy,
-    auroc,
-    balanced_accuracy,
-    compare,
-    format_table,
-    knn_probe,
-    linear_probe,
-    mae,
-    r2,
-    run_probes,
-)
+from fmtrain.eval.linear_knn import knn_probe, linear_probe
+from fmtrain.eval.metrics import METRICS, accuracy, auroc, balanced_accuracy, mae, r2
+from fmtrain.eval.probe_table import format_table
+from fmtrain.eval.probe_tasks import SplitTooSmallError, Task
+from fmtrain.eval.probes import ATTENTIVE_LR_GRID, compare, run_probes
 
 D = 16
 

@@ -29,7 +29,9 @@ import numpy as np
 from fmtrain.eval.bootstrap import too_few_for_interval
 from fmtrain.eval.embed import embed_split, save_embeddings
 from fmtrain.eval.labels import LabelTable, match_labels, read_label_table
-from fmtrain.eval.probes import Task, compare, format_table, run_probes
+from fmtrain.eval.probe_table import format_table
+from fmtrain.eval.probe_tasks import Task
+from fmtrain.eval.probes import compare, run_probes
 from fmtrain.eval.quiet import WarningLog, captured_warnings
 
 log = logging.getLogger("fmtrain")

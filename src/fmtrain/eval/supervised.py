@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from fmtrain.eval.attentive import grouped_holdout
 from fmtrain.eval.bootstrap import bootstrap_ci
 from fmtrain.eval.device import encode_autocast, resolve_device
-from fmtrain.eval.probes import balanced_accuracy
+from fmtrain.eval.metrics import balanced_accuracy
 from fmtrain.nn.heads import mean_pool
 
 log = logging.getLogger("fmtrain")
