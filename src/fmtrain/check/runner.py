@@ -38,6 +38,8 @@ from fmtrain.core.debug import debug_requested
 from fmtrain.engine.global_batch import global_batch_mismatch
 from fmtrain.engine.xla import is_xla
 from fmtrain.eval.mask_pictures import save_mask_pictures
+from fmtrain.masks.base import MaskSampler
+from fmtrain.methods.base import PretrainMethod
 from fmtrain.recipe import FmtrainCLI, build_recipe, data_storage_options
 
 __all__ = ["main", "run_check"]
@@ -277,7 +279,14 @@ def _run_check(
     return _finish(report, out, start)
 
 
-def _step(report: CheckReport, module, batch, per_device: int, precision: str, sampler) -> None:  # type: ignore[no-untyped-def]
+def _step(
+    report: CheckReport,
+    module: PretrainMethod,
+    batch: Any,
+    per_device: int,
+    precision: str,
+    sampler: MaskSampler | None,
+) -> None:
     try:
         run_step(report, module, batch, per_device, precision, sampler)
     except Exception as err:

@@ -12,6 +12,7 @@ from itertools import pairwise
 import numpy as np
 
 from fmtrain.check.problems import CheckReport
+from fmtrain.methods.base import PretrainMethod
 
 __all__ = ["check_schedules", "ema_initialisation_left", "schedule_steps"]
 
@@ -53,7 +54,7 @@ def _first_bad(name: str, points: list[tuple[int, float]]) -> tuple[int, float, 
     return outside or next(falls, None)
 
 
-def _walk(report: CheckReport, module, max_steps: int, warmup: int) -> None:  # type: ignore[no-untyped-def]
+def _walk(report: CheckReport, module: PretrainMethod, max_steps: int, warmup: int) -> None:
     """Evaluate every schedule over the run; one problem per schedule, at its first bad step."""
     series: dict[str, list[tuple[int, float]]] = {}
     for step in schedule_steps(max_steps, warmup):
@@ -95,8 +96,8 @@ def ema_initialisation_left(points: list[tuple[int, float]]) -> float:
 
 
 def _ema_initialisation_left(
-    report: CheckReport, module, points: list[tuple[int, float]], max_steps: int
-) -> None:  # type: ignore[no-untyped-def]
+    report: CheckReport, module: PretrainMethod, points: list[tuple[int, float]], max_steps: int
+) -> None:
     left = ema_initialisation_left(points)
     report.performance["EMA target: share of its random init left at the end"] = f"{left:.1%}"
     evaluates = getattr(module, "evaluates_ema_target", lambda: False)()
@@ -113,7 +114,7 @@ def _ema_initialisation_left(
         )
 
 
-def check_schedules(report: CheckReport, module, max_steps: int | None) -> None:  # type: ignore[no-untyped-def]
+def check_schedules(report: CheckReport, module: PretrainMethod, max_steps: int | None) -> None:
     """Warmup longer than a quarter of the run warns; one as long as the run is an error;
     a run without `trainer.max_steps` cannot have schedules at all; every schedule is
     walked over the run."""

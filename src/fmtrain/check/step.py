@@ -16,7 +16,8 @@ and a real step at reduced input size (`reduced_step`) stands in for its numeric
 from __future__ import annotations
 
 import statistics
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
@@ -27,6 +28,8 @@ from fmtrain.check.fake_pass import FakeCosts, fake_batch, fake_costs, matmul_ra
 from fmtrain.check.problems import CheckReport
 from fmtrain.check.reduced_step import run_reduced_step
 from fmtrain.engine.bare_step import bare_step, recipe_optimizer
+from fmtrain.masks.base import MaskSampler
+from fmtrain.methods.base import PretrainMethod
 from fmtrain.methods.numerics import first_non_finite
 
 __all__ = ["run_step"]
@@ -36,7 +39,9 @@ def _stage(name: str, tensor: torch.Tensor) -> dict:
     return {"stage": name, "shape": list(tensor.shape), "dtype": str(tensor.dtype)}
 
 
-def _record_stages(report: CheckReport, module, batch, eager: bool = False) -> None:  # type: ignore[no-untyped-def]
+def _record_stages(
+    report: CheckReport, module: PretrainMethod, batch: Any, eager: bool = False
+) -> None:
     method = module.method
     report.stages.append(_stage("input", batch.inputs))
     contexts, targets = getattr(batch, "contexts", []), getattr(batch, "targets", [])
@@ -68,8 +73,13 @@ def _record_stages(report: CheckReport, module, batch, eager: bool = False) -> N
     check_token_contract(report, list(unique.values()), module.stage_widths())
 
 
-def run_step(  # type: ignore[no-untyped-def]
-    report: CheckReport, module, batch, per_device: int, precision: str, sampler=None
+def run_step(
+    report: CheckReport,
+    module: PretrainMethod,
+    batch: Any,
+    per_device: int,
+    precision: str,
+    sampler: MaskSampler | None = None,
 ) -> None:
     """Stages, parameter counts, loss/gradient finiteness, step time and memory."""
     full_batch = batch
@@ -198,7 +208,9 @@ def _mode(setting: object) -> bool | str:
     return setting if isinstance(setting, bool) else "partial"
 
 
-def _memory_rows(report: CheckReport, module, saved: dict, m: int, per_device: int) -> None:  # type: ignore[no-untyped-def]
+def _memory_rows(
+    report: CheckReport, module: PretrainMethod, saved: dict[str, int], m: int, per_device: int
+) -> None:
     """Activation bytes of the micro-batch per checkpointing mode measured (`saved`: mode ->
     bytes, modes as `_mode` keys them), and the memory they give at the per-device batch
     with the fixed part: fp32 weights, gradients and AdamW's two moments, weights alone for
@@ -223,13 +235,13 @@ def _memory_rows(report: CheckReport, module, saved: dict, m: int, per_device: i
     perf["activation checkpointing in recipe"] = module.activation_checkpointing
 
 
-def _fake_only(  # type: ignore[no-untyped-def]
+def _fake_only(
     report: CheckReport,
-    module,
-    batch,
+    module: PretrainMethod,
+    batch: Any,
     m: int,
     per_device: int,
-    autocast,
+    autocast: AbstractContextManager,
     fake: FakeCosts,
     rate: float,
     available: int | None,
@@ -263,7 +275,13 @@ def _fake_only(  # type: ignore[no-untyped-def]
     )
 
 
-def _reduced(report: CheckReport, module, batch, sampler, flop_fraction: float) -> None:  # type: ignore[no-untyped-def]
+def _reduced(
+    report: CheckReport,
+    module: PretrainMethod,
+    batch: Any,
+    sampler: MaskSampler | None,
+    flop_fraction: float,
+) -> None:
     """The real step the full size could not afford, at a smaller input."""
     perf = report.performance
     try:
@@ -290,12 +308,12 @@ def _reduced(report: CheckReport, module, batch, sampler, flop_fraction: float) 
         )
 
 
-def _time_steps(  # type: ignore[no-untyped-def]
-    module,
-    batch,
+def _time_steps(
+    module: PretrainMethod,
+    batch: Any,
     per_device: int,
     m: int,
-    autocast,
+    autocast: AbstractContextManager,
     device: torch.device,
     per_sample_bytes: float,
     available: int | None,
@@ -354,7 +372,9 @@ def _predict(timing: dict[int, float], per_device: int) -> tuple[float, str]:
     )
 
 
-def _check_finite(report: CheckReport, module, batch, loss: torch.Tensor) -> None:
+def _check_finite(
+    report: CheckReport, module: PretrainMethod, batch: Any, loss: torch.Tensor
+) -> None:
     method = module.method
     grads = [p.grad for p in method.parameters() if p.grad is not None]
     finite = bool(torch.isfinite(loss).all()) and all(bool(torch.isfinite(g).all()) for g in grads)
