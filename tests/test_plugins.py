@@ -6,7 +6,6 @@ recipe that names it goes through `check`, `fit` (with resume), `probe`, `embed`
 """
 
 import csv
-import os
 import subprocess
 import sys
 import textwrap
@@ -24,7 +23,8 @@ from fmtrain.cli import run_cli
 from fmtrain.cli.evaluate import embed as run_embed
 from fmtrain.cli.evaluate import probe as run_probe
 
-from .conftest import REPO, TINY_RECIPE
+from .conftest import TINY_RECIPE
+from .user_code import fmtrain_untouched, user_module
 
 PLUGINS = textwrap.dedent(
     '''
@@ -172,13 +172,8 @@ WIDTH = 16
 @pytest.fixture(scope="module")
 def plugin_dir(tmp_path_factory):
     """`my_plugins.py` in a folder on sys.path (and PYTHONPATH), removed afterwards."""
-    folder = tmp_path_factory.mktemp("user_code")
-    (folder / "my_plugins.py").write_text(PLUGINS)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.syspath_prepend(str(folder))
-        mp.setenv("PYTHONPATH", str(folder), prepend=os.pathsep)
+    with user_module(tmp_path_factory.mktemp("user_code"), "my_plugins", PLUGINS) as folder:
         yield folder
-        sys.modules.pop("my_plugins", None)
 
 
 @pytest.fixture(scope="module")
@@ -226,16 +221,9 @@ def recipe(plugin_dir, oct_dataset) -> str:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def fmtrain_untouched():
-    """Plugging in user code must not need (or make) any change to fmtrain's files."""
-
-    def status() -> str:
-        cmd = ["git", "status", "--porcelain", "--", "src"]
-        return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True).stdout
-
-    before = status()
-    yield
-    assert status() == before
+def untouched():
+    with fmtrain_untouched():
+        yield
 
 
 def _fit(recipe: str, out: Path, *extra: str):

@@ -4,9 +4,6 @@ masked tokens), built on fmtrain's shared EMA teacher piece. Its recipe goes thr
 `check`, `fit` with resume, `probe` and `embed`, and no fmtrain file is touched.
 """
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -19,7 +16,8 @@ from fmtrain.cli import run_cli
 from fmtrain.cli.evaluate import embed as run_embed
 from fmtrain.cli.evaluate import probe as run_probe
 
-from .conftest import REPO, TINY_RECIPE
+from .conftest import TINY_RECIPE
+from .user_code import fmtrain_untouched, user_module
 
 DATA2VEC = textwrap.dedent(
     '''
@@ -130,13 +128,8 @@ DATA2VEC = textwrap.dedent(
 @pytest.fixture(scope="module")
 def plugin_dir(tmp_path_factory):
     """`my_data2vec.py` in a folder on sys.path (and PYTHONPATH), removed afterwards."""
-    folder = tmp_path_factory.mktemp("user_code")
-    (folder / "my_data2vec.py").write_text(DATA2VEC)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.syspath_prepend(str(folder))
-        mp.setenv("PYTHONPATH", str(folder), prepend=os.pathsep)
+    with user_module(tmp_path_factory.mktemp("user_code"), "my_data2vec", DATA2VEC) as folder:
         yield folder
-        sys.modules.pop("my_data2vec", None)
 
 
 @pytest.fixture(scope="module")
@@ -160,14 +153,9 @@ def recipe(plugin_dir, oct_dataset) -> str:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def fmtrain_untouched():
-    def status() -> str:
-        cmd = ["git", "status", "--porcelain", "--", "src"]
-        return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True).stdout
-
-    before = status()
-    yield
-    assert status() == before
+def untouched():
+    with fmtrain_untouched():
+        yield
 
 
 def test_check_runs_the_teacher_student_objective(recipe, tmp_path):
