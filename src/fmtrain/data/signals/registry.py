@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import sys
 from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import Any
@@ -52,11 +53,17 @@ def _suffix(name: str) -> str:
     return suffix
 
 
+@functools.lru_cache(maxsize=8)
+def _installed(search_path: tuple[str, ...]) -> dict[str, str]:
+    # Scanning every installed distribution's entry points takes ~6 ms, and `read_recording`
+    # runs once per recording: scan once per import path (a package added to sys.path, or
+    # taken off it, gives a new one).
+    return {_suffix(e.name): e.value for e in entry_points(group=ENTRY_POINT_GROUP)}
+
+
 def signal_readers(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Suffix -> reader of every format: fmtrain's, installed packages', then `extra`'s."""
-    readers = dict(_OWN)
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        readers[_suffix(entry.name)] = entry.value
+    readers = {**_OWN, **_installed(tuple(sys.path))}
     for suffix, reader in (extra or {}).items():
         readers[_suffix(suffix)] = reader
     return readers
