@@ -6,12 +6,7 @@ prepare, check and fit with every file read. Credentials and the endpoint reach 
 `data.init_args.storage_options` only."""
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from io import BytesIO
 from pathlib import Path
 
@@ -26,6 +21,7 @@ from fmtrain.engine.checkpoint_io import AtomicCheckpointIO
 from tests.conftest import TINY_RECIPE
 from tests.data.buckets import assert_bucket_read_equals_local_read, upload
 from tests.data.test_ai_readi_manifest import prepare_tiny, write_release
+from tests.killed_runs import committed_steps, kill_once_committed, launch_fit
 
 
 def _bucket_args(url: str, options: dict, tmp_path: Path) -> list[str]:
@@ -93,23 +89,6 @@ def test_check_probes_writing_to_gcs_with_the_data_storage_options(
     assert hits and "no-such-bucket-fmtrain" in hits[0].message, report.problems
 
 
-def _launch(args: list[str], log_path: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "fmtrain", "fit", "--config", str(TINY_RECIPE), *args]
-    with log_path.open("w") as out:
-        # its own session: SIGKILL to the group takes the run down at once, as a lost VM does
-        return subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
-
-
-def _committed_steps(fs: gcsfs.GCSFileSystem, folder: str) -> list[int]:
-    """Steps of the `stepNNNNNNN.ckpt` checkpoints in `folder` whose commit marker exists."""
-    fs.invalidate_cache()
-    names = {p.rsplit("/", 1)[1] for p in fs.ls(folder)} if fs.exists(folder) else set()
-    return sorted(int(n[4:11]) for n in names if n.startswith("step") and f"{n}.complete" in names)
-
-
 @pytest.mark.slow
 def test_kill_mid_run_and_resume_from_checkpoints_in_gcs(oct_dataset, gcs_bucket, tmp_path):
     url, options = gcs_bucket
@@ -127,23 +106,18 @@ def test_kill_mid_run_and_resume_from_checkpoints_in_gcs(oct_dataset, gcs_bucket
     args += ["--resume=true"]
     fs = gcsfs.GCSFileSystem(**options)
     folder = f"{url.removeprefix('gs://')}/checkpoints"
+    args = ["--config", str(TINY_RECIPE), *args]
 
-    proc = _launch([*args, "--trainer.max_steps=100000"], tmp_path / "run0.log")
-    deadline = time.monotonic() + 120
-    while not _committed_steps(fs, folder):
-        assert proc.poll() is None, (tmp_path / "run0.log").read_text()[-3000:]
-        assert time.monotonic() < deadline, (tmp_path / "run0.log").read_text()[-3000:]
-        time.sleep(0.05)
-    time.sleep(0.5)  # kill somewhere in the run, a save possibly half done
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    newest = max(_committed_steps(fs, folder))
+    proc = launch_fit([*args, "--trainer.max_steps=100000"], tmp_path / "run0.log")
+    steps = lambda: committed_steps(f"{url}/checkpoints", options)  # noqa: E731
+    kill_once_committed(proc, tmp_path / "run0.log", steps, timeout_s=120, settle_s=0.5)
+    newest = max(steps())
     if fs.exists(f"{folder}/last.ckpt.complete"):  # last.ckpt may be as new, or one step newer
         newest = max(newest, json.loads(fs.cat_file(f"{folder}/last.ckpt.complete"))["global_step"])
     # A save killed between the checkpoint's PUT and its marker's: never resumed from.
     fs.pipe_file(f"{folder}/step{newest + 50:07d}.ckpt", b"half a checkpoint")
 
-    proc = _launch([*args, f"--trainer.max_steps={newest + 2}"], tmp_path / "run1.log")
+    proc = launch_fit([*args, f"--trainer.max_steps={newest + 2}"], tmp_path / "run1.log")
     assert proc.wait(timeout=180) == 0, (tmp_path / "run1.log").read_text()[-3000:]
     text = (tmp_path / "run1.log").read_text()
     resumed = re.search(

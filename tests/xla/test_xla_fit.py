@@ -4,12 +4,7 @@ checkpoint IO to a local folder and to a bucket on the loopback GCS server, the 
 with SIGKILL and resumed. Each run compiles its graphs first (about a minute here)."""
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,35 +15,13 @@ pytest.importorskip(
 
 import torch
 
-from fmtrain.core.storage import filesystem, is_remote
+from fmtrain.core.storage import filesystem
 from fmtrain.engine.checkpoint_io import AtomicCheckpointIO
 from tests.conftest import TINY_RECIPE
+from tests.killed_runs import committed_steps, kill_once_committed, launch_fit
 
 XLA_RECIPE = Path(__file__).with_name("recipe_xla.yaml")
-STEP_FILE = re.compile(r"step(\d{7})\.ckpt")
 RESUMED = re.compile(r"--resume: resuming from (\S+) \(global_step (\d+)\)")
-
-
-def _launch(args: list[str], log_path: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "fmtrain", "fit", "--config", str(TINY_RECIPE)]
-    cmd += ["--config", str(XLA_RECIPE), *args]
-    with log_path.open("w") as out:
-        # its own session: SIGKILL to the group takes the run down at once, as a lost VM does
-        return subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
-
-
-def _committed_steps(folder: str, options: dict | None) -> list[int]:
-    """Steps of the `stepNNNNNNN.ckpt` checkpoints in `folder` that count: on local disk every
-    file under its final name (saves are renamed into place), in a bucket those with a
-    commit marker."""
-    fs, path = filesystem(folder, options)
-    fs.invalidate_cache()
-    names = {p.rstrip("/").rsplit("/", 1)[1] for p in fs.ls(path)} if fs.exists(path) else set()
-    marked = {n for n in names if not is_remote(folder) or f"{n}.complete" in names}
-    return sorted(int(m.group(1)) for n in marked if (m := STEP_FILE.fullmatch(n)))
 
 
 def _assert_bf16_weights(state_dict: dict) -> None:
@@ -70,20 +43,16 @@ def _fit_kill_resume(folder: str, options: dict | None, tmp_path: Path, oct_data
     if options:
         args.append(f"--data.init_args.storage_options={json.dumps(options)}")
 
-    proc = _launch([*args, "--trainer.max_steps=100000"], tmp_path / "run0.log")
-    deadline = time.monotonic() + 400  # compiling the step's graphs comes first
-    while not _committed_steps(folder, options):
-        assert proc.poll() is None, (tmp_path / "run0.log").read_text()[-3000:]
-        assert time.monotonic() < deadline, (tmp_path / "run0.log").read_text()[-3000:]
-        time.sleep(0.1)
-    time.sleep(1.0)  # kill somewhere in the run, a save possibly half done
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    args = ["--config", str(TINY_RECIPE), "--config", str(XLA_RECIPE), *args]
+    proc = launch_fit([*args, "--trainer.max_steps=100000"], tmp_path / "run0.log")
+    steps = lambda: committed_steps(folder, options)  # noqa: E731
+    # compiling the step's graphs comes first
+    kill_once_committed(proc, tmp_path / "run0.log", steps, timeout_s=400, settle_s=1.0)
     text = (tmp_path / "run0.log").read_text()
     assert "XLA" in text or "TPU" in text, text[-3000:]  # Lightning's device line
-    newest = max(_committed_steps(folder, options))
+    newest = max(steps())
 
-    proc = _launch([*args, f"--trainer.max_steps={newest + 2}"], tmp_path / "run1.log")
+    proc = launch_fit([*args, f"--trainer.max_steps={newest + 2}"], tmp_path / "run1.log")
     assert proc.wait(timeout=500) == 0, (tmp_path / "run1.log").read_text()[-3000:]
     text = (tmp_path / "run1.log").read_text()
     resumed = RESUMED.search(text)
