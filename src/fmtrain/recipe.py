@@ -12,7 +12,6 @@ import inspect
 import sys
 import warnings
 from collections.abc import Sequence
-from importlib import import_module
 from typing import Any, ClassVar
 
 import yaml
@@ -20,6 +19,7 @@ from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.strategies import XLAStrategy
 
+from fmtrain.core.imports import import_object
 from fmtrain.engine import batch_finder, checkpoint_io, oom, resume, run_folder
 from fmtrain.engine.announce import announce
 from fmtrain.engine.global_batch import GlobalBatchCheck, global_batch_error
@@ -100,9 +100,8 @@ def model_class(class_path: str | None) -> type | None:
     """Import a model class by dotted path or by the bare name of an fmtrain method."""
     if not class_path:
         return None
-    module, _, name = class_path.rpartition(".")
     try:
-        return getattr(import_module(module or "fmtrain.methods"), name)
+        return import_object(class_path, default_module="fmtrain.methods")
     except (ImportError, AttributeError):
         return None  # the parser names the bad class_path itself
 

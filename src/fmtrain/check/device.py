@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from fmtrain.check.problems import CheckReport
+from fmtrain.core.imports import import_object
 
 
 def accelerator_name(accelerator: Any) -> str:
@@ -34,9 +35,8 @@ def _accelerator_here(accelerator: Any) -> bool | None:
         except Exception:  # with torch-xla but off a TPU VM it asks GCE's metadata server
             return False
     if "." in name:  # a class path: the accelerator class knows (`is_available`)
-        module, _, cls = name.rpartition(".")
         try:
-            return bool(getattr(importlib.import_module(module), cls).is_available())
+            return bool(import_object(name).is_available())
         except Exception:  # an unimportable class is the parser's to report
             return None
     return None

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 import inspect
 import re
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from fmtrain.core.imports import import_object
 
 __all__ = ["ParseError", "class_keys", "explain_parse_error"]
 
@@ -55,9 +56,8 @@ class ParseError:
 
 
 def _import(path: str) -> type | None:
-    module, _, name = path.rpartition(".")
     try:
-        return getattr(importlib.import_module(module), name)
+        return import_object(path)
     except (ImportError, AttributeError, ValueError):
         return None
 

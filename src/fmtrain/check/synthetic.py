@@ -4,12 +4,13 @@ checked before its data exists."""
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from fmtrain.core.imports import import_object
 
 __all__ = ["recipe_data_settings", "synthetic_overrides"]
 
@@ -41,8 +42,7 @@ def _as_option(key: str, value: Any) -> str:
 def synthetic_overrides(recipe: str, overrides: list[str], folder: Path) -> list[str]:
     """Write the samples under `folder`; the overrides that make the recipe read them."""
     class_path, settings = recipe_data_settings(recipe, overrides)
-    module, _, name = class_path.rpartition(".")
-    cls = getattr(importlib.import_module(module), name)
+    cls = import_object(class_path)
     writer = getattr(cls, "write_synthetic", None)
     if writer is None:
         raise ValueError(

@@ -13,13 +13,14 @@ without it, as Lightning's does.
 
 from __future__ import annotations
 
-import importlib
 import os
 from typing import Any
 
 import torch
 from lightning.fabric.accelerators.xla import _XLA_AVAILABLE
 from lightning.pytorch.accelerators import XLAAccelerator
+
+from fmtrain.core.imports import import_object
 
 __all__ = ["PJRTAccelerator", "is_xla"]
 
@@ -90,12 +91,11 @@ def _class_path(value: Any) -> str | None:
 
 def _is_subclass(path: str | None, base: type | tuple[type, ...]) -> bool:
     """Whether the class at the dotted `path` subclasses `base` (False if it cannot be imported)."""
-    if not path or "." not in path:
+    if not path:
         return False
-    module, _, name = path.rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
+        cls = import_object(path)
+    except (ImportError, AttributeError, ValueError):
         return False
     return isinstance(cls, type) and issubclass(cls, base)
 

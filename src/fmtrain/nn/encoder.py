@@ -21,7 +21,6 @@ encoder: see `fmtrain.nn.heads`.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -30,6 +29,7 @@ import torch
 from torch import nn
 
 from fmtrain.core.grid import TokenGrid
+from fmtrain.core.imports import import_object
 from fmtrain.nn.checkpointing import checked_setting
 
 __all__ = ["Encoder", "EncoderSpec", "ViTEncoder", "spec_from_config", "spec_to_config"]
@@ -93,8 +93,7 @@ def _jsonable(spec: Any) -> dict[str, Any]:
 
 def spec_from_config(config: dict[str, Any]) -> EncoderSpec:
     """Rebuild a spec saved by `spec_to_config` (imports its class by path)."""
-    module, _, name = config["class_path"].rpartition(".")
-    cls = getattr(importlib.import_module(module), name)
+    cls = import_object(config["class_path"])
     return cls(**config.get("init_args", {}))
 
 

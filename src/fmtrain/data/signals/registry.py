@@ -18,12 +18,13 @@ processes can import them, and are found in three places, later ones winning:
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 import sys
 from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import Any
+
+from fmtrain.core.imports import import_object
 
 __all__ = ["ENTRY_POINT_GROUP", "load_reader", "reader_for", "signal_readers"]
 
@@ -80,11 +81,8 @@ def reader_for(path: str, readers: Mapping[str, str]) -> str | None:
 def load_reader(spec: str) -> Callable[..., Any]:
     """The function named `spec` ("module:function" or "module.function"), wrapped to take
     only the keywords it declares."""
-    module, sep, name = spec.partition(":")
-    if not sep:
-        module, _, name = spec.rpartition(".")
     try:
-        function = getattr(importlib.import_module(module), name)
+        function = import_object(spec)
     except (ImportError, AttributeError, ValueError) as err:
         raise ValueError(
             f"data.init_args.readers: cannot import the signal reader {spec!r} ({err}); "
